@@ -1,0 +1,301 @@
+"""Read and write mp4 clips with sound (H.264 + AAC) through PyAV.
+
+torchaudio's load/save need torchcodec nowadays, so all media I/O in the project goes through this module
+(PyAV for muxing and audio, decord for fast random-access frame reads in the data loader).
+
+Conventions: video arrays are ``uint8 (T, H, W, 3)`` RGB; audio arrays are ``float32 (channels, samples)``
+in [-1, 1]. Tensors in the DESIGN.md layout are produced by :func:`video_to_tensor` / :func:`audio_to_tensor`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+import torch
+
+Source = str | os.PathLike | bytes | BinaryIO
+
+# Metadata keys are namespaced so that provenance written by sora.safety never collides with encoder tags.
+METADATA_KEY = "sora"
+
+
+@dataclass
+class Media:
+    """A decoded clip: ``video`` uint8 (T, H, W, 3), ``audio`` float32 (C, S) or None."""
+
+    video: np.ndarray
+    fps: float
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.video.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+
+@dataclass
+class MediaInfo:
+    """What :func:`probe` learns from the container without decoding every frame."""
+
+    duration: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    has_audio: bool
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    video_codec: str
+
+
+def _open(src: Source, mode: str = "r", **kwargs) -> av.container.Container:
+    if isinstance(src, bytes | bytearray):
+        src = io.BytesIO(src)
+    elif isinstance(src, os.PathLike):
+        src = os.fspath(src)
+    return av.open(src, mode, **kwargs)
+
+
+def _fraction(fps: float) -> Fraction:
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def encode_mp4(
+    video: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    *,
+    metadata: dict | None = None,
+    crf: int = 18,
+    preset: str = "veryfast",
+    audio_bitrate: int = 96_000,
+) -> bytes:
+    """Encode ``video`` uint8 (T, H, W, 3) and optional ``audio`` float (C, S) into mp4 bytes.
+
+    H.264 (yuv420p, so H and W must be even) and AAC. ``metadata`` (a JSON-serialisable dict) is stored in
+    the container under the ``sora`` tag and read back by :func:`read_media` / :func:`read_metadata`.
+    """
+    buf = io.BytesIO()
+    write_mp4(buf, video, fps, audio, sample_rate, metadata=metadata, crf=crf, preset=preset,
+              audio_bitrate=audio_bitrate)
+    return buf.getvalue()
+
+
+def write_mp4(
+    dst: str | os.PathLike | BinaryIO,
+    video: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    *,
+    metadata: dict | None = None,
+    crf: int = 18,
+    preset: str = "veryfast",
+    audio_bitrate: int = 96_000,
+) -> None:
+    """Write an mp4 file (or file-like object); see :func:`encode_mp4` for the arguments."""
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+        raise ValueError(f"video must be uint8 (T, H, W, 3), got {video.dtype} {video.shape}")
+    num_frames, height, width, _ = video.shape
+    if num_frames == 0:
+        raise ValueError("video has no frames")
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 yuv420p needs even height and width, got {height}x{width}")
+    if audio is not None:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or audio.shape[0] not in (1, 2):
+            raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, got {audio.shape}")
+    if isinstance(dst, os.PathLike | str):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        dst = os.fspath(dst)
+
+    container = av.open(dst, "w", format="mp4", options={"movflags": "use_metadata_tags"})
+    try:
+        if metadata:
+            container.metadata[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
+        vstream = container.add_stream("libx264", rate=_fraction(fps))
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.options = {"crf": str(crf), "preset": preset}
+        astream = None
+        if audio is not None:
+            astream = container.add_stream("aac", rate=int(sample_rate))
+            astream.layout = "mono" if audio.shape[0] == 1 else "stereo"
+            astream.bit_rate = audio_bitrate
+        for frame in video:
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in vstream.encode(None):
+            container.mux(packet)
+        if astream is not None:
+            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.clip(audio, -1.0, 1.0)), format="fltp",
+                                                layout=astream.layout.name)
+            aframe.sample_rate, aframe.pts = int(sample_rate), 0
+            for packet in astream.encode(aframe):
+                container.mux(packet)
+            for packet in astream.encode(None):
+                container.mux(packet)
+    finally:
+        container.close()
+
+
+def _metadata(container: av.container.Container) -> dict:
+    raw = container.metadata.get(METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return {"_unparsed": raw}
+
+
+def read_metadata(src: Source) -> dict:
+    """The ``sora`` metadata dict stored by :func:`write_mp4` (empty if none)."""
+    with _open(src) as container:
+        return _metadata(container)
+
+
+def read_media(src: Source, *, with_audio: bool = True, max_frames: int | None = None) -> Media:
+    """Decode a whole clip with PyAV. Audio is trimmed to the video's duration at its own sample rate.
+
+    The mp4 edit list written by the AAC encoder is honoured by the demuxer, so decoded audio starts at t=0
+    (encoder priming samples are not returned).
+    """
+    with _open(src) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        vstream = container.streams.video[0]
+        vstream.thread_type = "AUTO"
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0)
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+        if not frames:
+            raise ValueError("video stream has no decodable frames")
+        video = np.stack(frames)
+        metadata = _metadata(container)
+    audio, sample_rate = (None, None)
+    if with_audio:
+        audio, sample_rate = read_audio(src, duration=len(frames) / fps if fps else None)
+    return Media(video=video, fps=fps, audio=audio, sample_rate=sample_rate, metadata=metadata)
+
+
+def read_audio(src: Source, *, start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray | None, int | None]:
+    """Decode the first audio stream as float32 (C, S) from ``start`` seconds for ``duration`` seconds.
+
+    Returns ``(None, None)`` when the file has no audio stream. The window is zero-padded at the end if the
+    stream is shorter than asked for.
+    """
+    with _open(src) as container:
+        if not container.streams.audio:
+            return None, None
+        astream = container.streams.audio[0]
+        sample_rate = int(astream.sample_rate)
+        channels = astream.channels
+        if start > 0:
+            container.seek(int(max(start - 0.5, 0) / astream.time_base), stream=astream)
+        chunks, first_sample = [], None
+        stop = None if duration is None else start + duration
+        for frame in container.decode(audio=0):
+            pts = frame.pts if frame.pts is not None else 0
+            t0 = float(pts * frame.time_base)
+            if first_sample is None:
+                first_sample = round(t0 * sample_rate)
+            data = frame.to_ndarray()
+            if data.dtype != np.float32:
+                data = data.astype(np.float32) / (np.iinfo(data.dtype).max if data.dtype.kind == "i" else 1.0)
+            if not frame.format.is_planar:
+                data = data.reshape(-1, channels).T
+            chunks.append(data)
+            if stop is not None and t0 > stop:
+                break
+    if not chunks:
+        return np.zeros((channels, 0), np.float32), sample_rate
+    audio = np.concatenate(chunks, axis=1)
+    offset = round(start * sample_rate) - (first_sample or 0)
+    if offset > 0:
+        audio = audio[:, offset:]
+    elif offset < 0:
+        audio = np.pad(audio, ((0, 0), (-offset, 0)))
+    if duration is not None:
+        n = round(duration * sample_rate)
+        audio = audio[:, :n] if audio.shape[1] >= n else np.pad(audio, ((0, 0), (0, n - audio.shape[1])))
+    return np.ascontiguousarray(audio, dtype=np.float32), sample_rate
+
+
+def probe(src: Source) -> MediaInfo:
+    """Duration, fps, size and audio presence from the container headers (raises ValueError if no video)."""
+    with _open(src) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        vstream = container.streams.video[0]
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0)
+        if vstream.duration is not None and vstream.time_base is not None:
+            duration = float(vstream.duration * vstream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        num_frames = vstream.frames or (round(duration * fps) if fps else 0)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        return MediaInfo(
+            duration=duration,
+            fps=fps,
+            width=vstream.codec_context.width,
+            height=vstream.codec_context.height,
+            num_frames=int(num_frames),
+            has_audio=astream is not None,
+            audio_sample_rate=int(astream.sample_rate) if astream is not None else None,
+            audio_channels=astream.channels if astream is not None else None,
+            video_codec=vstream.codec_context.name,
+        )
+
+
+def resample_audio(audio: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample (C, S) audio with torchaudio's band-limited sinc interpolation."""
+    import torchaudio.functional as AF
+
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    if orig_rate == new_rate:
+        return audio
+    return AF.resample(audio, int(orig_rate), int(new_rate))
+
+
+def to_mono(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(C, S) -> (1, S) by averaging channels."""
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    return audio.mean(dim=0, keepdim=True)
+
+
+def video_to_tensor(video: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(video)).float().div_(127.5).sub_(1.0)
+    return x.permute(3, 0, 1, 2).contiguous()
+
+
+def tensor_to_video(x: torch.Tensor) -> np.ndarray:
+    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    if x.ndim != 4 or x.shape[0] != 3:
+        raise ValueError(f"expected (3, T, H, W), got {tuple(x.shape)}")
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()

@@ -1,0 +1,79 @@
+"""Exponential moving average of a module's weights, kept in fp32 and saved in checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+
+class EMA(L.Callback):
+    """Keeps ``shadow = decay * shadow + (1 - decay) * weights`` for ``pl_module.ema_module()``.
+
+    The shadow is fp32 whatever the training precision (bf16 shadows lose the small updates that are the
+    point of an EMA). It is written to ``checkpoint["ema_state_dict"]`` (keys of the EMA'd module's own
+    state_dict), which the sampler and exporter prefer over the raw weights, and is restored on resume.
+    ``warmup``: the effective decay is ``min(decay, (1 + step) / (10 + step))`` so early averages are not
+    dominated by the random initialisation. During validation the shadow weights are swapped in when
+    ``validate_with_ema`` is set.
+    """
+
+    def __init__(self, decay: float = 0.999, every_n_steps: int = 1, warmup: bool = True,
+                 validate_with_ema: bool = True) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema.decay must be in (0, 1), got {decay}")
+        if every_n_steps < 1:
+            raise ValueError(f"ema.every_n_steps must be >= 1, got {every_n_steps}")
+        self.decay, self.every_n_steps, self.warmup = decay, every_n_steps, warmup
+        self.validate_with_ema = validate_with_ema
+        self.shadow: dict[str, torch.Tensor] = {}
+        self._backup: dict[str, torch.Tensor] | None = None
+        self._loaded: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _target(pl_module: L.LightningModule) -> nn.Module:
+        if not hasattr(pl_module, "ema_module"):
+            raise TypeError(f"{type(pl_module).__name__} has no ema_module(): EMA does not know what to average")
+        return pl_module.ema_module()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = self._target(pl_module).state_dict()
+        source = self._loaded if self._loaded is not None else state
+        self.shadow = {k: source[k].detach().to(v.device, torch.float32).clone()
+                       for k, v in state.items() if v.dtype.is_floating_point}
+        self._loaded = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps:
+            return
+        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        for name, value in self._target(pl_module).state_dict().items():
+            if name in self.shadow:
+                self.shadow[name].lerp_(value.detach().float(), 1.0 - decay)
+
+    def _swap(self, pl_module: L.LightningModule, use_ema: bool) -> None:
+        module = self._target(pl_module)
+        if use_ema and self.shadow:
+            self._backup = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(self.shadow, strict=False)
+        elif not use_ema and self._backup is not None:
+            module.load_state_dict(self._backup)
+            self._backup = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.validate_with_ema:
+            self._swap(pl_module, True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.validate_with_ema:
+            self._swap(pl_module, False)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["ema_state_dict"] = {k: v.detach().cpu().clone() for k, v in self.shadow.items()}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._loaded = checkpoint.get("ema_state_dict")

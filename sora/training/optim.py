@@ -1,0 +1,70 @@
+"""Optimizers and learning-rate schedules shared by every LightningModule in the project."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``.
+
+    ``kind``: ``adamw`` (torch, ``fused`` on CUDA when available) or ``adamw8bit`` (bitsandbytes, optional).
+    Norms, biases and embeddings get no weight decay (the usual GPT/DiT rule: decaying them only hurts).
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    total_steps: int = 10_000
+    min_lr_ratio: float = 0.1
+    kind: str = "adamw"
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or self.total_steps <= 0:
+            raise ValueError(f"optim.warmup_steps/total_steps must be >= 0 / > 0, got "
+                             f"{self.warmup_steps}/{self.total_steps}")
+        if self.kind not in ("adamw", "adamw8bit"):
+            raise ValueError(f"optim.kind must be 'adamw' or 'adamw8bit', got {self.kind!r}")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+def param_groups(params: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in params:
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, cfg: OptimConfig) -> float:
+    """Multiplier on ``lr`` at ``step``: linear 0->1 over warmup, cosine 1->min_lr_ratio until total_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: OptimConfig) -> dict:
+    """The ``configure_optimizers`` return value: optimizer plus a per-step LambdaLR."""
+    groups = param_groups(named_params, cfg.weight_decay)
+    if cfg.kind == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise ImportError("optim.kind=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
+        opt = bnb.optim.AdamW8bit(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    else:
+        fused = torch.cuda.is_available() and all(p.is_cuda for g in groups for p in g["params"])
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, cfg))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,49 @@
+"""The body of `train.py`: build data, module, callbacks, logger and trainer from the config and fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sora.config import CONF_DIR, save_resolved_config
+
+
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Instantiate every callback node; a node set to null is dropped (``callbacks.ema=null``)."""
+    nodes = cfg.get("callbacks") or {}
+    return [instantiate(node) for node in nodes.values() if node is not None]
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint path and final metrics."""
+    if cfg.get("module") is None:
+        names = ", ".join(available_experiments()) or "(none yet)"
+        raise ValueError(f"no training module selected: pass experiment=<name>; available: {names}")
+    out_dir = Path(cfg.out_dir)
+    save_resolved_config(cfg, out_dir)
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module, _recursive_=False)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy = trainer_cfg.pop("strategy", "auto")
+    if isinstance(strategy, dict):  # a strategy node (e.g. FSDP from sora.training.parallel)
+        strategy = instantiate(strategy)
+    trainer = instantiate(trainer_cfg, callbacks=build_callbacks(cfg), logger=logger, strategy=strategy)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero and not last.exists():
+        trainer.save_checkpoint(last)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    return {"checkpoint": str(last), "metrics": metrics, "global_step": trainer.global_step}
