@@ -76,11 +76,14 @@ def load_torch_checkpoint(path: str | Path) -> dict:
 def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under ``prefix.`` with the prefix stripped (e.g. ``"ema.dit"`` inside a module checkpoint)."""
     prefix = prefix.rstrip(".") + "."
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def save_safetensors(module_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path,
-                     metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    module_or_state: nn.Module | Mapping[str, torch.Tensor],
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write weights as safetensors (tensors made contiguous; shared storage is cloned)."""
     from safetensors.torch import save_file
 

@@ -92,8 +92,17 @@ def encode_mp4(
     the container under the ``sora`` tag and read back by :func:`read_media` / :func:`read_metadata`.
     """
     buf = io.BytesIO()
-    write_mp4(buf, video, fps, audio, sample_rate, metadata=metadata, crf=crf, preset=preset,
-              audio_bitrate=audio_bitrate)
+    write_mp4(
+        buf,
+        video,
+        fps,
+        audio,
+        sample_rate,
+        metadata=metadata,
+        crf=crf,
+        preset=preset,
+        audio_bitrate=audio_bitrate,
+    )
     return buf.getvalue()
 
 
@@ -146,8 +155,9 @@ def write_mp4(
         for packet in vstream.encode(None):
             container.mux(packet)
         if astream is not None:
-            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.clip(audio, -1.0, 1.0)), format="fltp",
-                                                layout=astream.layout.name)
+            aframe = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(np.clip(audio, -1.0, 1.0)), format="fltp", layout=astream.layout.name
+            )
             aframe.sample_rate, aframe.pts = int(sample_rate), 0
             for packet in astream.encode(aframe):
                 container.mux(packet)
@@ -200,7 +210,9 @@ def read_media(src: Source, *, with_audio: bool = True, max_frames: int | None =
     return Media(video=video, fps=fps, audio=audio, sample_rate=sample_rate, metadata=metadata)
 
 
-def read_audio(src: Source, *, start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray | None, int | None]:
+def read_audio(
+    src: Source, *, start: float = 0.0, duration: float | None = None
+) -> tuple[np.ndarray | None, int | None]:
     """Decode the first audio stream as float32 (C, S) from ``start`` seconds for ``duration`` seconds.
 
     Returns ``(None, None)`` when the file has no audio stream. The window is zero-padded at the end if the

@@ -20,8 +20,13 @@ class EMA(L.Callback):
     ``validate_with_ema`` is set.
     """
 
-    def __init__(self, decay: float = 0.999, every_n_steps: int = 1, warmup: bool = True,
-                 validate_with_ema: bool = True) -> None:
+    def __init__(
+        self,
+        decay: float = 0.999,
+        every_n_steps: int = 1,
+        warmup: bool = True,
+        validate_with_ema: bool = True,
+    ) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema.decay must be in (0, 1), got {decay}")
         if every_n_steps < 1:
@@ -35,14 +40,19 @@ class EMA(L.Callback):
     @staticmethod
     def _target(pl_module: L.LightningModule) -> nn.Module:
         if not hasattr(pl_module, "ema_module"):
-            raise TypeError(f"{type(pl_module).__name__} has no ema_module(): EMA does not know what to average")
+            raise TypeError(
+                f"{type(pl_module).__name__} has no ema_module(): EMA does not know what to average"
+            )
         return pl_module.ema_module()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         state = self._target(pl_module).state_dict()
         source = self._loaded if self._loaded is not None else state
-        self.shadow = {k: source[k].detach().to(v.device, torch.float32).clone()
-                       for k, v in state.items() if v.dtype.is_floating_point}
+        self.shadow = {
+            k: source[k].detach().to(v.device, torch.float32).clone()
+            for k, v in state.items()
+            if v.dtype.is_floating_point
+        }
         self._loaded = None
 
     @torch.no_grad()

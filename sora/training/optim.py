@@ -30,8 +30,10 @@ class OptimConfig:
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0 or self.total_steps <= 0:
-            raise ValueError(f"optim.warmup_steps/total_steps must be >= 0 / > 0, got "
-                             f"{self.warmup_steps}/{self.total_steps}")
+            raise ValueError(
+                f"optim.warmup_steps/total_steps must be >= 0 / > 0, got "
+                f"{self.warmup_steps}/{self.total_steps}"
+            )
         if self.kind not in ("adamw", "adamw8bit"):
             raise ValueError(f"optim.kind must be 'adamw' or 'adamw8bit', got {self.kind!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]

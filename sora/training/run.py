@@ -45,5 +45,7 @@ def train(cfg: DictConfig) -> dict:
     last = out_dir / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero and not last.exists():
         trainer.save_checkpoint(last)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+    }
     return {"checkpoint": str(last), "metrics": metrics, "global_step": trainer.global_step}

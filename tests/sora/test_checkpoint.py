@@ -28,7 +28,9 @@ def test_safetensors_and_ckpt_round_trip(tmp_path):
     path = checkpoint.save_safetensors(layer, tmp_path / "w.safetensors", metadata={"k": "v"})
     state = checkpoint.load_safetensors(path)
     assert torch.equal(state["weight"], layer.weight)
-    torch.save({"state_dict": {"dit.weight": layer.weight.detach(), "other.x": torch.ones(1)}}, tmp_path / "a.ckpt")
+    torch.save(
+        {"state_dict": {"dit.weight": layer.weight.detach(), "other.x": torch.ones(1)}}, tmp_path / "a.ckpt"
+    )
     ckpt = checkpoint.load_torch_checkpoint(tmp_path / "a.ckpt")
     assert list(checkpoint.sub_state_dict(ckpt["state_dict"], "dit")) == ["weight"]
     with pytest.raises(FileNotFoundError):

@@ -53,8 +53,15 @@ class _Tiny(L.LightningModule):
 
 
 def _fit(tmp_path, ema, steps, ckpt_path=None):
-    trainer = L.Trainer(max_steps=steps, callbacks=[ema], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=steps,
+        callbacks=[ema],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     model = _Tiny()
     trainer.fit(model, ckpt_path=ckpt_path)
     return trainer, model
