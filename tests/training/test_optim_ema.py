@@ -81,3 +81,27 @@ def test_ema_tracks_weights_and_survives_resume(tmp_path):
     resumed = EMA(decay=0.5, warmup=False)
     _fit(tmp_path, resumed, steps=6, ckpt_path=tmp_path / "a.ckpt")  # no new steps: shadow restored as saved
     assert torch.equal(resumed.shadow["weight"], saved["ema_state_dict"]["weight"])
+
+
+class _Counted(_Tiny):
+    def flops_per_batch(self, batch):
+        return 6.0 * 3 * batch[0].shape[0]  # 2*params*tokens*3 for a 2->1 linear with bias
+
+
+def test_throughput_monitor_logs_rates(tmp_path):
+    from sora.training.throughput import ThroughputMonitor, peak_tflops
+
+    mon = ThroughputMonitor(log_every_n_steps=2, warmup_steps=1, peak_tflops=1.0)
+    trainer = L.Trainer(
+        max_steps=6,
+        callbacks=[mon],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_Counted())
+    assert mon.last["perf/samples_per_s"] > 0 and mon.last["perf/step_time_s"] > 0
+    assert 0 < mon.last["perf/mfu"] < 1 and mon.last["perf/tflops"] == pytest.approx(mon.last["perf/mfu"])
+    assert peak_tflops(torch.device("cpu")) is None
