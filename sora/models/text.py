@@ -1,0 +1,244 @@
+"""Text encoders: captions -> token embeddings and a padding mask.
+
+`TextEncoder` is the interface the DiT training module and the pipeline code against. `ByteTextEncoder` is the
+embedded default: UTF-8 bytes, a few transformer layers, trained with the DiT, nothing to download.
+`HFTextEncoder` loads a frozen Hugging Face encoder (T5, UMT5, CLIP text, any `AutoModel`) from a local path.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from sora.models.layers import MLP, attention
+
+Precision = Literal["float32", "float16", "bfloat16", "fp32", "fp16", "bf16"]
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def _check_captions(captions: list[str]) -> None:
+    if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"captions must be a list of str, got {type(captions).__name__}: {captions!r:.200}")
+
+
+class TextEncoder(nn.Module, ABC):
+    """Captions -> (emb (B, N, dim) float, mask (B, N) bool, True = real token).
+
+    Attributes: `dim` (embedding width, the DiT's `text_dim`) and `trainable` (whether the training module
+    should optimise it together with the DiT; frozen encoders are run under no_grad and may cache embeddings).
+    """
+
+    dim: int
+    trainable: bool
+
+    @abstractmethod
+    def encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """captions (B strings) -> emb (B, N, dim), mask (B, N) bool."""
+
+    def forward(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """Same as `encode`."""
+        return self.encode(captions)
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block with a key padding mask."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), "gelu")
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, N, D), mask (B, N) bool -> (B, N, D)."""
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        out = attention(q, k, v, mask, backend="sdpa")  # (B, H, N, Dh)
+        x = x + self.proj(out.transpose(1, 2).flatten(2))  # (B, N, D)
+        return x + self.mlp(self.norm2(x))
+
+
+class ByteTextEncoder(TextEncoder):
+    """Small byte-level encoder trained with the DiT (the default; no download, no tokenizer files).
+
+    Tokens: 0 = pad, 1 = begin-of-text (always present, so an empty caption still has one real token),
+    2 + b for each UTF-8 byte b (any language, emoji, etc.). Captions longer than `max_length - 1` bytes are
+    truncated. Learned absolute positions, `depth` pre-norm transformer layers, final LayerNorm.
+    """
+
+    PAD, BOS, OFFSET = 0, 1, 2
+    VOCAB_SIZE = 2 + 256
+
+    def __init__(
+        self,
+        dim: int = 256,
+        depth: int = 2,
+        num_heads: int = 4,
+        max_length: int = 256,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.dim, self.max_length, self.trainable = dim, max_length, True
+        self.token_embed = nn.Embedding(self.VOCAB_SIZE, dim)
+        self.pos_embed = nn.Parameter(torch.randn(max_length, dim) * 0.02)
+        self.blocks = nn.ModuleList(_EncoderBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+
+    def tokenize(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """captions -> ids (B, N) long, mask (B, N) bool, N = longest caption in the batch (<= max_length)."""
+        _check_captions(captions)
+        rows = []
+        for caption in captions:
+            data = caption.encode("utf-8", errors="replace")[: self.max_length - 1]  # lone surrogates -> '?'
+            rows.append([self.BOS] + [b + self.OFFSET for b in data])
+        n = max((len(r) for r in rows), default=1)
+        ids = torch.full((len(rows), n), self.PAD, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return ids.to(self.pos_embed.device), (ids != self.PAD).to(self.pos_embed.device)
+
+    def encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """captions (B strings) -> emb (B, N, dim), mask (B, N) bool."""
+        ids, mask = self.tokenize(captions)
+        x = self.token_embed(ids) + self.pos_embed[: ids.shape[1]]  # (B, N, D)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x), mask
+
+
+# Encoder-only classes for encoder-decoder families (AutoModel would load the unused decoder too).
+_ENCODER_CLASSES = {
+    "t5": "T5EncoderModel",
+    "mt5": "MT5EncoderModel",
+    "umt5": "UMT5EncoderModel",
+    "clip": "CLIPTextModel",
+    "clip_text_model": "CLIPTextModel",
+}
+
+
+class HFTextEncoder(TextEncoder):
+    """A frozen Hugging Face text encoder loaded from a local path (`local_files_only=True`: never downloads).
+
+    T5/mT5/UMT5 load their encoder-only class, CLIP its text model, anything else `AutoModel` (using its
+    encoder when it is an encoder-decoder). Embeddings are the last hidden states, returned as float32.
+    Embeddings per caption are kept in an in-memory LRU cache (`cache_size` captions, on `cache_device`).
+
+    The Hugging Face model is deliberately not a registered submodule: it is frozen and large, so it stays out
+    of `state_dict()` (checkpoints), `parameters()` (optimisers, FSDP/DDP) and `train()`; `.to()`/`.cuda()`
+    still move it (see `_apply`).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        dim: int | None = None,
+        max_length: int = 256,
+        dtype: Precision = "float32",
+        cache_size: int = 1024,
+        cache_device: str = "cpu",
+    ) -> None:
+        super().__init__()
+        try:
+            import transformers
+        except ImportError as err:
+            raise ImportError(
+                "HFTextEncoder needs the optional dependency transformers: "
+                "pip install 'sora[hf]' (or pip install transformers)"
+            ) from err
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            cls_name = _ENCODER_CLASSES.get(config.model_type)
+            cls = getattr(transformers, cls_name) if cls_name else transformers.AutoModel
+            model = cls.from_pretrained(path, local_files_only=True)
+        except OSError as err:
+            raise OSError(
+                f"could not load a Hugging Face text encoder from {path!r} without network access "
+                f"(local_files_only=True); give a local folder with config, weights and tokenizer "
+                f"files: {err}"
+            ) from err
+        if cls_name is None and getattr(config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        model = model.to(_DTYPES[dtype]).eval().requires_grad_(False)
+        model_dim = getattr(model.config, "hidden_size", None) or model.config.d_model
+        if dim is not None and dim != model_dim:
+            raise ValueError(f"dim={dim} does not match the encoder's hidden size {model_dim} at {path!r}")
+        object.__setattr__(self, "model", model)  # not registered: see class docstring
+        self.tokenizer = tokenizer
+        self.path, self.dim, self.max_length, self.trainable = path, model_dim, max_length, False
+        self.cache_size, self.cache_device = cache_size, torch.device(cache_device)
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self.cache_hits = self.cache_misses = 0
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's private signature
+        super()._apply(fn, recurse)
+        self.model._apply(fn, recurse)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def train(self, mode: bool = True) -> HFTextEncoder:
+        """Frozen: the HF model stays in eval mode (no dropout) whatever the parent does."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def _embed(self, captions: list[str]) -> list[Tensor]:
+        """Run the encoder on uncached captions -> one (n_i, dim) tensor per caption (real tokens only)."""
+        tok = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device).bool()
+        hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, N, D)
+        return [hidden[i][mask[i]].to(self.cache_device) for i in range(len(captions))]
+
+    def encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """captions (B strings) -> emb (B, N, dim) float32, mask (B, N) bool; N >= 1 (longest caption)."""
+        _check_captions(captions)
+        found: dict[str, Tensor] = {}
+        for c in dict.fromkeys(captions):
+            if c in self._cache:
+                self._cache.move_to_end(c)
+                found[c] = self._cache[c]
+                self.cache_hits += 1
+        missing = [c for c in dict.fromkeys(captions) if c not in found]
+        if missing:
+            self.cache_misses += len(missing)
+            for c, emb in zip(missing, self._embed(missing)):
+                found[c] = emb
+                if self.cache_size > 0:
+                    self._cache[c] = emb
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        embs = [found[c] for c in captions]
+        n = max(1, max((e.shape[0] for e in embs), default=1))
+        out = torch.zeros(len(embs), n, self.dim, device=self.device)
+        mask = torch.zeros(len(embs), n, dtype=torch.bool, device=self.device)
+        for i, e in enumerate(embs):
+            out[i, : e.shape[0]] = e.to(self.device, torch.float32)
+            mask[i, : e.shape[0]] = True
+        return out, mask

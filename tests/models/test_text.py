@@ -1,0 +1,126 @@
+"""Text encoders: the byte-level default and the Hugging Face loader (tiny random T5 built offline)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sora.models.text import ByteTextEncoder, HFTextEncoder, TextEncoder
+
+
+@pytest.fixture(scope="module")
+def byte_encoder() -> ByteTextEncoder:
+    torch.manual_seed(0)
+    return ByteTextEncoder(dim=32, depth=2, num_heads=2, max_length=64).eval()
+
+
+def test_byte_encoder_shapes_and_masks(byte_encoder):
+    emb, mask = byte_encoder.encode(["a red ball", "hi"])
+    assert isinstance(byte_encoder, TextEncoder) and byte_encoder.trainable and byte_encoder.dim == 32
+    assert emb.shape == (2, 11, 32) and mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == [11, 3]  # begin-of-text + bytes
+    assert torch.isfinite(emb).all()
+
+
+def test_byte_encoder_unicode_empty_and_truncation(byte_encoder):
+    captions = ["héllo 🌍 мир 世界", "", "x" * 500, "bad \ud800 surrogate"]
+    emb, mask = byte_encoder.encode(captions)
+    assert mask[0].sum().item() == 1 + len(captions[0].encode("utf-8"))
+    assert mask[1].sum().item() == 1  # an empty caption keeps its begin-of-text token: no all-masked row
+    assert mask[2].sum().item() == 64 and emb.shape[1] == 64
+    assert torch.isfinite(emb).all()
+    ids, _ = byte_encoder.tokenize(["é"])
+    assert ids[0, 1:].tolist() == [b + ByteTextEncoder.OFFSET for b in "é".encode()]
+
+
+def test_byte_encoder_ignores_padding_and_trains(byte_encoder):
+    alone, _ = byte_encoder.encode(["short"])
+    batched, mask = byte_encoder.encode(["short", "a much longer caption"])
+    torch.testing.assert_close(batched[0, : mask[0].sum()], alone[0], atol=1e-5, rtol=1e-5)
+    emb, _ = byte_encoder.encode(["grad"])
+    emb.sum().backward()
+    assert byte_encoder.token_embed.weight.grad is not None
+    with pytest.raises(ValueError, match="list of str"):
+        byte_encoder.encode("not a list")
+    with pytest.raises(ValueError, match="list of str"):
+        byte_encoder.encode(["ok", None])
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_path(tmp_path_factory):
+    """A tiny randomly initialised T5 encoder and a word-level tokenizer, built and saved offline."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    path = tmp_path_factory.mktemp("tiny_t5")
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "ball", "falls", "blue", "cube", "the"]
+    tok = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>")
+    )
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(path)
+    config = transformers.T5Config(
+        vocab_size=len(words),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    torch.manual_seed(0)
+    transformers.T5EncoderModel(config).eval().save_pretrained(path)
+    return path
+
+
+def test_hf_encoder_loads_locally_frozen_and_cached(tiny_t5_path):
+    import transformers
+
+    enc = HFTextEncoder(str(tiny_t5_path), dim=16, max_length=8, cache_size=2)
+    assert enc.dim == 16 and not enc.trainable
+    assert not any(p.requires_grad for p in enc.model.parameters())
+    captions = ["a red ball falls", "the blue cube", ""]
+    emb, mask = enc.encode(captions)
+    assert emb.shape == (3, 4, 16) and emb.dtype == torch.float32
+    assert mask.sum(1).tolist() == [4, 3, 0]
+    assert emb.requires_grad is False and torch.equal(emb[2], torch.zeros(4, 16))
+    # Same as running the saved model directly on the unpadded caption.
+    reference = transformers.T5EncoderModel.from_pretrained(tiny_t5_path, local_files_only=True).eval()
+    with torch.no_grad():
+        want = reference(input_ids=torch.tensor([[3, 4, 5, 6]])).last_hidden_state[0]
+    torch.testing.assert_close(emb[0], want, atol=1e-5, rtol=1e-5)
+    # LRU cache: repeated captions are not recomputed; capacity 2 evicts the least recently used.
+    misses = enc.cache_misses
+    emb2, _ = enc.encode(["the blue cube", ""])
+    assert enc.cache_misses == misses and torch.equal(emb2[0], emb[1][:3])
+    assert list(enc._cache) == ["the blue cube", ""]
+    # The frozen model stays out of checkpoints and optimisers, and out of train mode.
+    assert enc.state_dict() == {} and list(enc.parameters()) == []
+    assert not enc.train().model.training
+
+
+def test_hf_encoder_half_precision(tiny_t5_path):
+    enc = HFTextEncoder(str(tiny_t5_path), dtype="bf16")
+    assert next(enc.model.parameters()).dtype == torch.bfloat16
+    emb, _ = enc.encode(["a red ball"])
+    assert emb.dtype == torch.float32 and torch.isfinite(emb).all()
+
+
+def test_hf_encoder_clear_errors(tiny_t5_path, tmp_path):
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="does not match"):
+        HFTextEncoder(str(tiny_t5_path), dim=4096)
+    with pytest.raises(OSError, match="local_files_only"):
+        HFTextEncoder(str(tmp_path / "missing"))
+
+
+def test_hf_encoder_without_transformers_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` raise ImportError
+    with pytest.raises(ImportError, match="pip install"):
+        HFTextEncoder("/nonexistent")
