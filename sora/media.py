@@ -150,7 +150,9 @@ def write_mp4(
             astream.layout = "mono" if audio.shape[0] == 1 else "stereo"
             astream.bit_rate = audio_bitrate
         for frame in video:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            # Convert to yuv420p explicitly: the encoder's implicit conversion is not bit-reproducible.
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+            for packet in vstream.encode(yuv):
                 container.mux(packet)
         for packet in vstream.encode(None):
             container.mux(packet)

@@ -90,3 +90,9 @@ def test_tensor_conversions_and_resample():
     y = media.resample_audio(tone, 48000, 16000)
     assert y.shape == (1, 16000)
     assert media.to_mono(torch.ones(2, 10)).shape == (1, 10)
+
+
+def test_encoding_is_byte_reproducible():
+    video, audio = _clip(12), _click_audio()
+    first = media.encode_mp4(video, 24, audio)
+    assert all(media.encode_mp4(video, 24, audio) == first for _ in range(5))
