@@ -99,3 +99,23 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def load_network_from_checkpoint(path: str | Path, name: str, *, use_ema: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuild the network stored as attribute ``name`` of a project LightningModule checkpoint.
+
+    The project's modules save each network's config dict as the hyper-parameter of the same name and keep
+    EMA weights (when an EMA callback ran) in ``checkpoint["ema_state_dict"]`` with the same key prefixes as
+    ``state_dict``; EMA weights are preferred unless ``use_ema`` is False. Returns the module (in eval mode)
+    and its config dict.
+    """
+    ckpt = load_torch_checkpoint(path)
+    config = (ckpt.get("hyper_parameters") or {}).get(name)
+    if config is None:
+        raise ValueError(f"{path}: no network config {name!r} in the checkpoint's hyper-parameters")
+    net = build_module(config)
+    state = sub_state_dict(ckpt["state_dict"], name)
+    if use_ema and ckpt.get("ema_state_dict"):
+        state.update(sub_state_dict(ckpt["ema_state_dict"], name))
+    net.load_state_dict(state)
+    return net.eval(), to_plain_dict(config)

@@ -44,20 +44,27 @@ STREAMS = ("text", "video", "audio")
 
 
 class StreamLayer(nn.Module):
-    """One stream's weights in one block: adaLN modulation (6 vectors), norms, QKV, QK-norm, out proj, MLP."""
+    """One stream's weights in one block: adaLN modulation (6 vectors), norms, QKV, QK-norm, out proj, MLP.
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, mlp_type: MLPType, qk_norm: bool):
+    ``pre_only``: the stream only contributes keys and values (SD3's ``context_pre_only``): used for the text
+    stream of the last dual-stream block, whose output nobody reads. It then has no out proj / MLP (weights
+    that would never receive a gradient, which also breaks DDP) and a 2-vector modulation (shift, scale).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, mlp_type: MLPType, qk_norm: bool,
+                 pre_only: bool = False):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.pre_only = num_heads, pre_only
         head_dim = hidden_size // num_heads
-        self.modulation = AdaLNModulation(hidden_size, hidden_size, 6)
+        self.modulation = AdaLNModulation(hidden_size, hidden_size, 2 if pre_only else 6)
         self.norm1 = layer_norm(hidden_size)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.q_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(hidden_size, hidden_size)
-        self.norm2 = layer_norm(hidden_size)
-        self.mlp = MLP(hidden_size, int(hidden_size * mlp_ratio), mlp_type)
+        if not pre_only:
+            self.proj = nn.Linear(hidden_size, hidden_size)
+            self.norm2 = layer_norm(hidden_size)
+            self.mlp = MLP(hidden_size, int(hidden_size * mlp_ratio), mlp_type)
 
     def qkv_heads(self, x: Tensor, shift: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, N, D), shift/scale (B, G, D) -> q, k, v (B, H, N, D/H), q and k RMS-normed."""
@@ -68,7 +75,9 @@ class StreamLayer(nn.Module):
     def finish(self, x: Tensor, attn_out: Tensor, mod: tuple[Tensor, ...]) -> Tensor:
         """Gated residual attention output, then the gated residual MLP.
 
-        x, attn_out (B, N, D) -> (B, N, D)."""
+        x, attn_out (B, N, D) -> (B, N, D); a ``pre_only`` stream is returned unchanged."""
+        if self.pre_only:
+            return x
         _, _, gate_attn, shift_mlp, scale_mlp, gate_mlp = mod
         x = x + apply_gate(self.proj(attn_out), gate_attn)
         return x + apply_gate(self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), gate_mlp)
@@ -91,13 +100,16 @@ class AVDiTBlock(nn.Module):
         qk_norm: bool = True,
         shared: bool = False,
         attn_backend: AttnBackend = "auto",
+        text_pre_only: bool = False,
     ) -> None:
         super().__init__()
         self.shared = shared
         self.attn_backend = attn_backend
         n = 1 if shared else len(STREAMS)
         self.layers = nn.ModuleList(
-            StreamLayer(hidden_size, num_heads, mlp_ratio, mlp_type, qk_norm) for _ in range(n)
+            StreamLayer(hidden_size, num_heads, mlp_ratio, mlp_type, qk_norm,
+                        pre_only=text_pre_only and not shared and i == STREAMS.index("text"))
+            for i in range(n)
         )
 
     def forward(
@@ -282,6 +294,7 @@ class AVDiT(nn.Module):
                 qk_norm,
                 shared=i >= depth - single_stream_depth,
                 attn_backend=attn_backend,
+                text_pre_only=i == depth - 1,  # the last block's text output is never read
             )
             for i in range(depth)
         )

@@ -343,9 +343,11 @@ def test_overfits_one_batch_10x():
     assert last < first / 10, (first, last)
 
 
-def test_parameters_are_all_used():
-    # Every parameter gets a gradient in an audio+video step (no dead modules for DDP to trip on).
-    model = make_nontrivial(make_model(single_stream_depth=1))
+@pytest.mark.parametrize("single_stream_depth", [0, 1])
+def test_parameters_are_all_used(single_stream_depth):
+    # Every parameter gets a gradient in an audio+video step (no dead modules for DDP to trip on), also when
+    # the last block is dual-stream (its text stream is then keys/values only).
+    model = make_nontrivial(make_model(single_stream_depth=single_stream_depth))
     out_v, out_a = run(model, make_inputs(), drop_text=torch.tensor([True, False]))
     (out_v.sum() + out_a.sum()).backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]

@@ -1,0 +1,270 @@
+"""LightningModule that trains the joint audio+video DiT with rectified flow.
+
+Two data paths feed the same step:
+- latent batches (``video_latent`` (B, C, t, h, w), ``audio_latent`` (B, C, L)) from the latent cache: the fast path;
+- pixel batches (``video`` (B, 3, T, H, W), ``audio`` (B, 1, S)) encoded on the fly by the frozen VAEs: small runs.
+Either way latents are normalised with the VAEs' per-channel statistics before noising.
+
+The frozen VAEs live inside the module (as ``video_vae`` / ``audio_vae``), so one ``.ckpt`` holds everything
+needed to generate clips; they are excluded from the optimizer and from EMA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from sora.checkpoint import build_module, load_network_from_checkpoint, to_plain_dict
+from sora.diffusion.flow import (
+    ConditioningCurriculum,
+    add_noise,
+    flow_loss,
+    sample_logit_normal,
+    shift_timesteps,
+    token_count_shift,
+    velocity_target,
+)
+from sora.training.optim import OptimConfig, build_optimizer
+from sora.training.parallel import apply_activation_checkpointing_and_compile
+
+DEFAULT_FLOW = {
+    "logit_mean": 0.0,
+    "logit_std": 1.0,
+    "shift": "tokens",  # "tokens": token_count_shift(num tokens) (Flux rule); or a number; or 1.0 for none
+    "base_tokens": 256,
+    "max_tokens": 4096,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "video_weight": 1.0,
+    "audio_weight": 1.0,
+}
+
+
+def _frozen(net: nn.Module) -> nn.Module:
+    net.eval().requires_grad_(False)
+    return net
+
+
+class AVDiTModule(L.LightningModule):
+    """Rectified-flow training of :class:`sora.models.dit.AVDiT` with a per-sample conditioning curriculum.
+
+    Args (all plain dicts, saved as hyper-parameters so a checkpoint rebuilds itself):
+        dit: the AVDiT config (``_target_`` + kwargs); ``text_dim`` must equal the text encoder's ``dim``.
+        text_encoder: a TextEncoder config (the default byte encoder trains with the DiT).
+        video_vae / audio_vae: network configs of the frozen VAEs, or None; ``video_vae_ckpt`` /
+            ``audio_vae_ckpt`` load their trained weights (and config) from a VAE training checkpoint instead.
+        flow: timestep distribution and loss weights (see DEFAULT_FLOW).
+        curriculum: ``mode_probs`` and ``caption_dropout`` for :class:`ConditioningCurriculum`.
+        optim: :class:`OptimConfig` fields.
+        audio_latent_rate: audio latent frames per second (25 for the default audio VAE).
+        video_temporal_compression: used when no video VAE is attached (latent-only training).
+        sampling: generation defaults stored for the pipeline (fps, num_frames, height, width, max_num_frames).
+        activation_checkpointing / compile: applied by :mod:`sora.training.parallel` in ``configure_model``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dit: dict,
+        text_encoder: dict,
+        video_vae: dict | None = None,
+        audio_vae: dict | None = None,
+        video_vae_ckpt: str | None = None,
+        audio_vae_ckpt: str | None = None,
+        flow: dict | None = None,
+        curriculum: dict | None = None,
+        optim: dict | None = None,
+        audio_latent_rate: float = 25.0,
+        video_temporal_compression: int = 4,
+        sampling: dict | None = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # VAE weights come from their own checkpoints: store their configs, so this checkpoint rebuilds alone.
+        vnet = anet = None
+        if video_vae_ckpt:
+            vnet, video_vae = load_network_from_checkpoint(video_vae_ckpt, "vae")
+        if audio_vae_ckpt:
+            anet, audio_vae = load_network_from_checkpoint(audio_vae_ckpt, "vae")
+        hp = dict(
+            dit=to_plain_dict(dit),
+            text_encoder=to_plain_dict(text_encoder),
+            video_vae=to_plain_dict(video_vae) if video_vae else None,
+            audio_vae=to_plain_dict(audio_vae) if audio_vae else None,
+            flow={**DEFAULT_FLOW, **(to_plain_dict(flow) if flow else {})},
+            curriculum=to_plain_dict(curriculum) if curriculum else {},
+            optim=to_plain_dict(optim) if optim else {},
+            audio_latent_rate=float(audio_latent_rate),
+            video_temporal_compression=int(video_temporal_compression),
+            sampling=to_plain_dict(sampling) if sampling else {},
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
+        )
+        self.save_hyperparameters(hp)
+        self.text_encoder = build_module(hp["text_encoder"])
+        if self.hparams.dit.get("text_dim") != self.text_encoder.dim:
+            raise ValueError(
+                f"dit.text_dim={self.hparams.dit.get('text_dim')} must equal the text encoder's dim "
+                f"{self.text_encoder.dim}"
+            )
+        self.dit = build_module(hp["dit"])
+        self.video_vae = _frozen(vnet if vnet is not None else build_module(video_vae)) if video_vae else None
+        self.audio_vae = _frozen(anet if anet is not None else build_module(audio_vae)) if audio_vae else None
+        self.curriculum = ConditioningCurriculum(**hp["curriculum"])
+        self.optim_cfg = OptimConfig(**hp["optim"])
+
+    # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
+
+    def ema_module(self) -> nn.Module:
+        """The trained networks (EMA keys share this module's state_dict prefixes)."""
+        nets = {"dit": self.dit}
+        if getattr(self.text_encoder, "trainable", False):
+            nets["text_encoder"] = self.text_encoder
+        return nn.ModuleDict(nets)
+
+    @property
+    def temporal_compression(self) -> int:
+        vae = self.video_vae
+        return int(vae.temporal_compression) if vae is not None else self.hparams.video_temporal_compression
+
+    def flops_per_batch(self, batch: dict) -> float:
+        """Model FLOPs of one training step (forward + backward) on ``batch`` (see sora.models.dit)."""
+        zv, za = self._latent_shapes(batch)
+        # text tokens: the byte encoder's padded length is the caption's UTF-8 length (+ pad), bounded by max_length
+        n_text = min(
+            max(len(c.encode("utf-8")) for c in batch["caption"]) + 1,
+            getattr(self.text_encoder, "max_length", 256),
+        )
+        return float(self.dit.estimate_flops(zv, za, num_text_tokens=n_text, training=True))
+
+    def configure_model(self) -> None:
+        apply_activation_checkpointing_and_compile(
+            self.dit,
+            activation_checkpointing=self.hparams.activation_checkpointing,
+            compile=self.hparams.compile,
+        )
+
+    # ---- data -> normalised latents -------------------------------------------------------------------------
+
+    def _latent_shapes(self, batch: dict) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        if "video_latent" in batch:
+            za = batch.get("audio_latent")
+            return tuple(batch["video_latent"].shape), tuple(za.shape) if za is not None else None
+        b, _, t, h, w = batch["video"].shape
+        s = self.video_vae.spatial_compression if self.video_vae is not None else 8
+        zv = (b, self.dit.video_channels, 1 + (t - 1) // self.temporal_compression, h // s, w // s)
+        if self.audio_vae is None or "audio" not in batch:
+            return zv, None
+        return zv, (b, self.dit.audio_channels, self.audio_vae.latent_length(batch["audio"].shape[-1]))
+
+    @torch.no_grad()
+    def encode_batch(self, batch: dict) -> tuple[Tensor, Tensor | None]:
+        """Normalised latents (B, C, t, h, w) and (B, C, L) (None without an audio stream)."""
+        if "video_latent" in batch:
+            zv, za = batch["video_latent"].float(), batch.get("audio_latent")
+            za = za.float() if za is not None else None
+        else:
+            if self.video_vae is None:
+                raise ValueError("pixel batches need a video VAE: set video_vae or video_vae_ckpt")
+            zv = self.video_vae.encode(batch["video"].float()).mode()
+            za = self.audio_vae.encode(batch["audio"].float()).mode() if self.audio_vae is not None else None
+        if self.video_vae is not None:
+            zv = self.video_vae.normalize_latents(zv)
+        if za is not None and self.audio_vae is not None:
+            za = self.audio_vae.normalize_latents(za)
+        return zv, za
+
+    def encode_text(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        emb, mask = self.text_encoder.encode(list(captions))
+        return emb.to(self.device), mask.to(self.device)
+
+    def frame_seconds(self, fps: Any, batch_size: int) -> Tensor:
+        fps = torch.as_tensor(fps, dtype=torch.float32, device=self.device).reshape(-1)
+        fps = fps.expand(batch_size) if fps.numel() == 1 else fps
+        return self.temporal_compression / fps  # (B,) seconds per video latent frame
+
+    # ---- the step ----------------------------------------------------------------------------------------------
+
+    def sample_t(self, batch_size: int, num_tokens: int) -> Tensor:
+        f = self.hparams.flow
+        t = sample_logit_normal(batch_size, f["logit_mean"], f["logit_std"], device=self.device)
+        shift = f["shift"]
+        if shift == "tokens":
+            shift = token_count_shift(
+                num_tokens, f["base_tokens"], f["base_shift"], f["max_shift"], f["max_tokens"]
+            )
+        return shift_timesteps(t, float(shift))
+
+    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
+        b = zv.shape[0]
+        has_audio = torch.as_tensor(batch.get("has_audio", [za is not None] * b), device=self.device).bool()
+        n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
+        t = self.sample_t(b, n_video + n_audio)  # (B,)
+        v_sec = self.frame_seconds(batch["fps"], b)
+        a_sec = 1.0 / self.hparams.audio_latent_rate
+        cond = self.curriculum.sample(
+            t,
+            zv.shape[2],
+            za.shape[2] if za is not None else 0,
+            has_audio,
+            video_frame_seconds=float(v_sec[0]),
+            audio_frame_seconds=a_sec,
+            video_temporal_compression=self.temporal_compression,
+        )
+        noise_v = torch.randn_like(zv)
+        xv = add_noise(zv, noise_v, cond.t_video)
+        xa, noise_a, t_audio = None, None, None
+        if za is not None:
+            noise_a = torch.randn_like(za)
+            xa, t_audio = add_noise(za, noise_a, cond.t_audio), cond.t_audio
+        text, text_mask = self.encode_text(batch["caption"])
+        pred_v, pred_a = self.dit(
+            xv,
+            xa,
+            cond.t_video,
+            t_audio,
+            text,
+            text_mask,
+            video_frame_seconds=v_sec,
+            audio_frame_seconds=a_sec,
+            drop_text=cond.drop_text,
+        )
+        f = self.hparams.flow
+        return flow_loss(
+            {"video": pred_v, "audio": pred_a},
+            {
+                "video": velocity_target(zv, noise_v),
+                "audio": velocity_target(za, noise_a) if za is not None else None,
+            },
+            {"video": cond.video_loss_mask, "audio": cond.audio_loss_mask if za is not None else None},
+            weights={"video": f["video_weight"], "audio": f["audio_weight"]},
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self.compute_loss(batch)
+        b = len(batch["caption"])
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}": v for k, v in out.items() if k.startswith("loss_")}, batch_size=b)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.compute_loss(batch)
+        self.log("val/loss", out["loss"], prog_bar=True, batch_size=len(batch["caption"]), sync_dist=True)
+
+    def configure_optimizers(self) -> dict:
+        params = [(f"dit.{n}", p) for n, p in self.dit.named_parameters()]
+        if getattr(self.text_encoder, "trainable", False):
+            params += [(f"text_encoder.{n}", p) for n, p in self.text_encoder.named_parameters()]
+        return build_optimizer(params, self.optim_cfg)
+
+    def train(self, mode: bool = True) -> AVDiTModule:
+        super().train(mode)
+        for vae in (self.video_vae, self.audio_vae):  # frozen VAEs stay in eval mode
+            if vae is not None:
+                vae.eval()
+        return self
