@@ -1,0 +1,402 @@
+"""Latent cache: shards -> latent shards with trained VAEs, and a DataModule that reads them back.
+
+``python -m data_pipelines.latents shards='/data/s/shard-{000000..000099}.tar' out_dir=/data/lat
+vae.video=v.ckpt vae.audio=a.safetensors`` (or :func:`encode_shards` with ``nn.Module`` objects from Python).
+
+Per input shard ``i`` (in the order given) one output shard ``shard-%06d.tar`` holds, per sample:
+``video_latent.npy`` ``(C, t, h, w)`` and ``audio_latent.npy`` ``(C, L)``: the RAW posterior MEAN by
+default (``mode=sample`` stores one reparameterised sample; ``normalize=True`` applies the VAE's
+``normalize_latents``, but the DiT module whitens cached latents itself when it holds the VAE, so raw is the
+default; the json says which); ``text_emb.npy`` ``(N, D)`` + ``text_mask.npy`` ``(N,)`` only when a
+FROZEN text encoder (``trainable = False``) is given, since the default byte encoder trains with the DiT (then
+only the caption is stored); the original json (plus ``latent: {...}``) and ``txt``. Clips are decoded like
+validation batches of :class:`~data_pipelines.dataset.VideoDataModule`: the first window of the most frames in
+``buckets`` that fits, centre crop, audio ``[t0, t0 + T / fps)`` at 16 kHz mono (zeros and
+``has_audio = false`` without a track).
+
+Resumable and atomic: a shard is written to ``*.tar.tmp`` and renamed when complete; existing outputs are
+skipped. Decoding runs in DataLoader workers (whole shards per worker, partial batches flushed at each shard's
+end). Multi-GPU runs split the shard list by rank (``rank::world_size``, from torch.distributed or the
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` variables ``torchrun`` sets) with no communication, each rank on
+``cuda:LOCAL_RANK`` writing its own ``latents_report.rank<r>.json``. Lightning's predict loop is not used: it
+would add nothing to this split.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+import time
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import webdataset as wds
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from data_pipelines.dataset import (
+    BucketSpec,
+    Filtered,
+    SampleError,
+    StreamingDataModule,
+    _init_worker,
+    collate_av,
+    decode_av_sample,
+    expand_urls,
+)
+from sora.config import CONF_DIR, save_resolved_config
+
+log = logging.getLogger(__name__)
+
+LATENT_KEYS = ("video_latent.npy", "audio_latent.npy", "text_emb.npy", "text_mask.npy")
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+# ------------------------------------------------------------------------------------------ loading VAEs
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a (Lightning) ``.ckpt`` / ``.pt`` (``weights_only=True``)."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
+    return obj
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], module: nn.Module, prefix: str | None) -> dict:
+    """The module's entries of ``sd``: under ``prefix`` if given, else the one prefix covering them all."""
+    wanted = set(module.state_dict())
+    if prefix is None:
+        first = next(iter(wanted))
+        candidates = {k[: len(k) - len(first)] for k in sd if k == first or k.endswith("." + first)}
+        prefix_ok = [p for p in sorted(candidates) if wanted <= {k[len(p):] for k in sd if k.startswith(p)}]
+        if len(prefix_ok) != 1:
+            raise ValueError(f"cannot tell which weights belong to {type(module).__name__}: prefixes "
+                             f"{prefix_ok} cover it; set vae.*_key_prefix")
+        prefix = prefix_ok[0]
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and k[len(prefix):] in wanted}
+
+
+def load_vae(model_cfg: Mapping, weights: str | None, *, key_prefix: str | None = None,
+             allowed_targets: Sequence[str] = ("sora.",), allow_random_init: bool = False) -> nn.Module:
+    """Build a module from a Hydra ``_target_`` config (allow-listed prefixes only) and load its weights.
+
+    ``weights``: ``.safetensors`` or a Lightning ``.ckpt`` (its ``state_dict``; the key prefix of the VAE
+    inside the LightningModule, e.g. ``vae.``, is found automatically or given as ``key_prefix``). Without
+    weights the module is only returned when ``allow_random_init`` (smoke tests; modules that load their own
+    weights, like ``HFTextEncoder``).
+    """
+    target = str(model_cfg.get("_target_", ""))
+    if not any(target.startswith(p) for p in allowed_targets):
+        raise ValueError(f"vae model _target_ {target!r} is not under an allowed prefix "
+                         f"{list(allowed_targets)}")
+    module = hydra.utils.instantiate(model_cfg)
+    if weights is None:
+        if not allow_random_init:
+            raise ValueError(f"no weights given for {target} (set vae.video / vae.audio to a .safetensors "
+                             "or .ckpt)")
+        log.warning("%s: randomly initialised (allow_random_init)", target)
+    else:
+        module.load_state_dict(_strip_prefix(load_state_dict_file(weights), module, key_prefix), strict=True)
+    return module.eval()
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+class _ShardSamples(IterableDataset):
+    """Whole shards per worker -> ``("batch", url, batch)`` ... ``("done", url, stats)`` messages in order."""
+
+    def __init__(self, urls: list[str], decode: Callable, batch_size: int) -> None:
+        super().__init__()
+        self.urls, self.decode, self.batch_size = urls, decode, batch_size
+
+    def __iter__(self) -> Iterator[tuple[str, str, dict]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for url in self.urls[worker::workers]:
+            stats: dict = {"skipped": Counter(), "filtered": 0, "samples": 0}
+
+            def handler(exn: Exception, stats: dict = stats, url: str = url) -> bool:
+                stats["skipped"]["shard_error"] += 1
+                log.warning("latents: bad shard data in %s: %s", url, exn)
+                return True
+
+            pending: dict[Hashable, list[dict]] = defaultdict(list)
+            for sample in wds.tarfile_samples([{"url": url}], handler=handler):
+                try:
+                    key, item = self.decode(sample, rng=np.random.default_rng(0))
+                except Filtered:
+                    stats["filtered"] += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - counted, never raised
+                    stats["skipped"][exc.reason if isinstance(exc, SampleError) else "decode_error"] += 1
+                    log.warning("latents: skipping %s in %s: %s", sample.get("__key__"), url, exc)
+                    continue
+                stats["samples"] += 1
+                pending[key].append(item)
+                if len(pending[key]) >= self.batch_size:
+                    yield "batch", url, collate_av(pending.pop(key))
+            for key in list(pending):
+                yield "batch", url, collate_av(pending.pop(key))
+            # a plain dict: DataLoader's default_convert would double a Counter (copy, then Counter.update)
+            yield "done", url, {**stats, "skipped": dict(stats["skipped"])}
+
+
+def _npy(x: torch.Tensor, dtype: type) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x.detach().float().cpu().numpy().astype(dtype))
+    return buf.getvalue()
+
+
+def _latents(vae: nn.Module, x: torch.Tensor, mode: str, normalize: bool,
+             generator: torch.Generator) -> torch.Tensor:
+    post = vae.encode(x)
+    z = post.mean if mode == "mean" else post.sample(generator)
+    return vae.normalize_latents(z) if normalize and hasattr(vae, "normalize_latents") else z
+
+
+def _write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
+    """Write ``path`` atomically (``.tmp`` + rename) from ``[(key, {ext: bytes})]``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
+
+
+def _dist_env() -> tuple[int, int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return rank, world, int(os.environ.get("LOCAL_RANK", 0))
+
+
+@torch.no_grad()
+def encode_shards(video_vae: nn.Module, audio_vae: nn.Module | None, shards: str | Sequence[str],
+                  out_dir: str | os.PathLike, *, text_encoder: nn.Module | None = None,
+                  buckets: Mapping[str, Sequence[int]], aspect_ratios: Sequence[float] = (1.0,),
+                  fps: float = 24.0, sample_rate: int = 16000, batch_size: int = 4, num_workers: int = 0,
+                  mode: str = "mean", normalize: bool = False, dtype: str = "float32", device: str = "cpu",
+                  rank: int | None = None, world_size: int | None = None, seed: int = 0) -> dict:
+    """Encode ``shards`` into latent shards under ``out_dir``; returns this rank's report.
+
+    ``buckets``: ``{resolution: [num_frames, ...]}`` (each ``1 + k * temporal_compression``; the most frames
+    that fit are used). Video ``(B, 3, T, H, W)`` -> ``video_latent (C, t, h, w)`` per sample, audio
+    ``(B, 1, S)`` -> ``audio_latent (C, L)``. The modules are used in eval mode on ``device``.
+    """
+    if mode not in ("mean", "sample"):
+        raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}")
+    if dtype not in _NP_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_NP_DTYPES)}, got {dtype!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not buckets:
+        raise ValueError("buckets: give {resolution: [num_frames, ...]}, e.g. {'64px': [45, 17]}")
+    tc = int(getattr(video_vae, "temporal_compression", 1))
+    for res, frames in buckets.items():
+        if not frames or any((int(t) - 1) % tc for t in frames):
+            raise ValueError(f"buckets.{res}: num_frames must be 1 + {tc} * k for the video VAE, "
+                             f"got {list(frames)}")
+    spec = BucketSpec({r: {int(t): [1.0, batch_size] for t in f} for r, f in buckets.items()}, aspect_ratios,
+                      size_multiple=int(getattr(video_vae, "spatial_compression", 8)) * 2)
+    env_rank, env_world, _ = _dist_env()
+    rank, world_size = env_rank if rank is None else rank, env_world if world_size is None else world_size
+    urls = expand_urls(shards)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {u: f"shard-{i:06d}.tar" for i, u in enumerate(urls)}
+    mine = urls[rank::world_size]
+    todo = [u for u in mine if not (out / names[u]).exists()]
+    store_text = text_encoder is not None and not getattr(text_encoder, "trainable", False)
+    if text_encoder is not None and not store_text:
+        log.info("latents: the text encoder is trainable; storing captions only")
+    for m in (video_vae, audio_vae, text_encoder):
+        if m is not None:
+            m.eval().to(device)
+    decode = partial(decode_av_sample, spec=spec, fps=float(fps), sample_rate=int(sample_rate), train=False)
+    loader = DataLoader(_ShardSamples(todo, decode, batch_size), batch_size=None, num_workers=num_workers,
+                        worker_init_fn=_init_worker)
+    np_dtype, t_start = _NP_DTYPES[dtype], time.time()
+    pending: dict[str, list] = defaultdict(list)
+    report = {"rank": rank, "world_size": world_size, "shards_total": len(mine),
+              "shards_skipped": len(mine) - len(todo), "shards_written": 0, "samples_written": 0,
+              "filtered": 0, "skipped": Counter(), "mode": mode,
+              "normalized": normalize, "text_embeddings": store_text, "shards": {}}
+    bar = tqdm(total=len(todo), desc=f"latents[rank {rank}]", unit="shard")
+    for kind, url, payload in loader:
+        if kind == "done":
+            _write_tar(out / names[url], pending.pop(url, []))
+            report["shards_written"] += 1
+            report["samples_written"] += payload["samples"]
+            report["filtered"] += payload["filtered"]
+            report["skipped"].update(payload["skipped"])
+            report["shards"][names[url]] = url
+            bar.update(1)
+            continue
+        keys = [m["key"] for m in payload["meta"]]
+        gen = torch.Generator(device).manual_seed(seed + zlib.crc32(keys[0].encode()))
+        video = payload["video"].to(device)  # (B, 3, T, H, W)
+        zv = _latents(video_vae, video, mode, normalize, gen)  # (B, C, t, h, w)
+        audio = payload["audio"].to(device)  # (B, 1, S)
+        za = None if audio_vae is None else _latents(audio_vae, audio, mode, normalize, gen)  # (B, C, L)
+        emb, emb_mask = text_encoder.encode(payload["caption"]) if store_text else (None, None)
+        for i, meta in enumerate(payload["meta"]):
+            latent = {"mode": mode, "normalized": normalize, "dtype": dtype, "fps": float(fps),
+                      "num_frames": int(video.shape[2]), "height": int(video.shape[3]),
+                      "width": int(video.shape[4]),
+                      "sample_rate": int(sample_rate), "has_audio": bool(payload["has_audio"][i]),
+                      "window_start": meta["window_start"], "video_shape": list(zv.shape[1:]),
+                      "audio_shape": None if za is None else list(za.shape[1:])}
+            files = {"video_latent.npy": _npy(zv[i], np_dtype)}
+            if za is not None:
+                files["audio_latent.npy"] = _npy(za[i], np_dtype)
+            if emb is not None:
+                files["text_emb.npy"] = _npy(emb[i], np_dtype)
+                files["text_mask.npy"] = _npy(emb_mask[i], np.bool_)
+            source = {k: v for k, v in meta.items() if k not in ("key", "url", "window_start")}
+            files["json"] = json.dumps({**source, "source_key": meta["key"], "source_url": meta["url"],
+                                        "latent": latent}).encode()
+            files["txt"] = payload["caption"][i].encode()
+            pending[url].append((meta["key"], files))
+    bar.close()
+    report["skipped"] = dict(report["skipped"])
+    report["seconds"] = round(time.time() - t_start, 2)
+    name = "latents_report.json" if world_size == 1 else f"latents_report.rank{rank}.json"
+    (out / name).write_text(json.dumps(report, indent=2))
+    return report
+
+
+# ------------------------------------------------------------------------------------------ reading back
+
+
+def decode_latent_sample(sample: dict, rng: np.random.Generator | None = None) -> tuple[Hashable, dict]:
+    """One latent-shard sample -> (shape key, item); the key groups equal latent shapes."""
+    if "video_latent.npy" not in sample:
+        raise SampleError("no_media", "no video_latent.npy")
+    try:
+        meta = json.loads(sample["json"])
+        arrays = {k: torch.from_numpy(np.load(io.BytesIO(sample[k])).astype(np.float32 if k != "text_mask.npy"
+                                                                             else np.bool_))
+                  for k in LATENT_KEYS if k in sample}
+    except Exception as exc:
+        raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from exc
+    lat = meta.get("latent", {})
+    item = {"video_latent": arrays["video_latent.npy"], "audio_latent": arrays.get("audio_latent.npy"),
+            "has_audio": bool(lat.get("has_audio", False)),
+            "fps": float(lat.get("fps", meta.get("fps", 0.0))),
+            "caption": sample.get("txt", b"").decode("utf-8", errors="replace"),
+            "meta": {**meta, "key": sample.get("__key__"), "url": sample.get("__url__")},
+            "text_emb": arrays.get("text_emb.npy"), "text_mask": arrays.get("text_mask.npy")}
+    audio_shape = None if item["audio_latent"] is None else tuple(item["audio_latent"].shape)
+    return (tuple(item["video_latent"].shape), audio_shape, item["text_emb"] is not None), item
+
+
+def collate_latents(items: list[dict]) -> dict:
+    """Stack latents of one shape; text embeddings are padded to the longest (mask False on padding)."""
+    batch = {"video_latent": torch.stack([it["video_latent"] for it in items]),  # (B, C, t, h, w)
+             "has_audio": torch.tensor([it["has_audio"] for it in items], dtype=torch.bool),
+             "caption": [it["caption"] for it in items],
+             "fps": torch.tensor([it["fps"] for it in items], dtype=torch.float32),
+             "meta": [it["meta"] for it in items]}
+    if items[0]["audio_latent"] is not None:
+        batch["audio_latent"] = torch.stack([it["audio_latent"] for it in items])  # (B, C, L)
+    if items[0]["text_emb"] is not None:
+        n = max(it["text_emb"].shape[0] for it in items)
+        emb = torch.zeros(len(items), n, items[0]["text_emb"].shape[1])  # (B, N, D)
+        mask = torch.zeros(len(items), n, dtype=torch.bool)  # (B, N)
+        for i, it in enumerate(items):
+            emb[i, : it["text_emb"].shape[0]] = it["text_emb"]
+            mask[i, : it["text_mask"].shape[0]] = it["text_mask"]
+        batch["text_emb"], batch["text_mask"] = emb, mask
+    return batch
+
+
+class LatentDataModule(StreamingDataModule):
+    """Batches of cached latents, grouped by latent shape (the same streaming, resume and skip logic as
+    :class:`~data_pipelines.dataset.VideoDataModule`).
+
+    Yields ``video_latent (B, C, t, h, w)``, ``audio_latent (B, C, L)`` (when stored), ``has_audio (B,)``,
+    ``caption``, ``fps (B,)``, ``meta``, and ``text_emb (B, N, D)`` + ``text_mask (B, N)`` when stored.
+
+    Args:
+        batch_size: samples per batch, or None to use ``max_tokens // (t * (h // patch) * (w // patch))``.
+    """
+
+    def __init__(self, train_urls: str | Sequence[str] | None = None,
+                 val_urls: str | Sequence[str] | None = None, *, batch_size: int | None = 8,
+                 max_tokens: int | None = None, patch_size: int = 2,
+                 **stream_kwargs) -> None:
+        super().__init__(train_urls, val_urls, **stream_kwargs)
+        if batch_size is None and not max_tokens:
+            raise ValueError("LatentDataModule: set batch_size or max_tokens")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.max_tokens, self.patch_size = batch_size, max_tokens, patch_size
+
+    def _batch_size(self, key: Hashable) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        _, t, h, w = key[0]
+        p = self.patch_size
+        return max(1, int(self.max_tokens) // (t * max(1, h // p) * max(1, w // p)))
+
+    def _decoder(self, train: bool) -> tuple[Callable, Callable, Callable]:
+        return decode_latent_sample, self._batch_size, collate_latents
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def run(cfg: DictConfig) -> dict:
+    """Load the VAEs (and an optional frozen text encoder) named in ``cfg`` and encode ``cfg.shards``."""
+    v = cfg.vae
+    common = {"allowed_targets": list(v.allowed_targets), "allow_random_init": bool(v.allow_random_init)}
+    video_vae = load_vae(v.video_model, v.video, key_prefix=v.video_key_prefix, **common)
+    audio_vae = None
+    if v.audio_model is not None:
+        audio_vae = load_vae(v.audio_model, v.audio, key_prefix=v.audio_key_prefix, **common)
+    text = None
+    if cfg.text.encoder is not None:
+        text = load_vae(cfg.text.encoder, cfg.text.weights, allowed_targets=common["allowed_targets"],
+                        allow_random_init=True)
+    _, _, local_rank = _dist_env()
+    device = cfg.device
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    save_resolved_config(cfg, cfg.out_dir, "latents_config.yaml")
+    return encode_shards(video_vae, audio_vae, cfg.shards, cfg.out_dir, text_encoder=text,
+                         buckets=OmegaConf.to_container(cfg.buckets), aspect_ratios=list(cfg.aspect_ratios),
+                         fps=cfg.fps, sample_rate=cfg.sample_rate, batch_size=cfg.batch_size,
+                         num_workers=cfg.num_workers, mode=cfg.mode, normalize=cfg.normalize, dtype=cfg.dtype,
+                         device=device, seed=cfg.seed)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="latents", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""data_pipelines.ingest: clips, scene cuts, filters, bad input, manifests and resumable shard writing."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from data_pipelines.ingest import STATE_FILE, IngestSettings, SourceItem, process_source, run
+from sora import media
+from sora.config import compose
+
+FPS = 30
+
+
+def _bar(num_frames: int, h: int = 64, w: int = 96, color=(200, 40, 40)) -> np.ndarray:
+    video = np.zeros((num_frames, h, w, 3), np.uint8)
+    for i in range(num_frames):
+        x = (i * 3) % (w - 8)
+        video[i, :, x : x + 8] = color
+    return video
+
+
+def _tone(seconds: float, sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+
+
+def _audio_only(path: Path) -> None:
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(_tone(1.0), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for p in [*s.encode(frame), *s.encode(None)]:
+            c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("raw")
+    media.write_mp4(d / "good.mp4", _bar(60), FPS, _tone(2.0))
+    (d / "good.txt").write_text("a red bar slides right")
+    media.write_mp4(d / "noaudio.mp4", _bar(48), 24)
+    # a hard cut at frame 30 (1.0 s): a red bar on black, then green on bright noise
+    second = np.random.RandomState(0).randint(120, 255, (30, 64, 96, 3)).astype(np.uint8)
+    for i in range(30):
+        second[i, :, 2 * i : 2 * i + 10] = (0, 255, 0)
+    media.write_mp4(d / "cut.mp4", np.concatenate([_bar(30), second]), FPS, _tone(2.0))
+    data = (d / "good.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (d / "empty.mp4").write_bytes(b"")
+    _audio_only(d / "audio_only.mp4")
+    media.write_mp4(d / "static.mp4", np.full((48, 64, 64, 3), 90, np.uint8), 24)
+    media.write_mp4(d / "short.mp4", _bar(12), 24)
+    media.write_mp4(d / "nested" / "latin1.mp4", _bar(40, color=(0, 0, 220)), 20, _tone(2.0))
+    (d / "nested" / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    media.write_mp4(d / "long.mp4", _bar(24 * 7), 24, _tone(7.0))
+    return d
+
+
+def _cfg(input_path, out_dir, *overrides):
+    return compose(
+        "ingest",
+        [
+            f"input={input_path}",
+            f"out_dir={out_dir}",
+            "clip.max_seconds=3",
+            "shard.max_samples=3",
+            *overrides,
+        ],
+    )
+
+
+def _read_shards(out_dir: Path) -> dict[str, dict]:
+    clips = {}
+    for shard in sorted(out_dir.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                key, ext = m.name.split(".", 1)
+                clips.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return clips
+
+
+def test_folder_ingest_counts_every_outcome(raw, tmp_path):
+    out = tmp_path / "shards"
+    report = run(_cfg(raw, out, "num_workers=2"))
+    assert report["files_seen"] == 10 and report["files_done"] == 10
+    errors = {Path(u["source"]).name: u["error"] for u in report["unreadable"]}
+    assert set(errors) == {"truncated.mp4", "empty.mp4", "audio_only.mp4"}
+    assert "0 bytes" in errors["empty.mp4"] and "no video stream" in errors["audio_only.mp4"]
+    assert report["clips_dropped"]["static"] == 1 and report["clips_dropped"]["too_short"] == 1
+    assert report["captions_non_utf8"] == 1 and report["files_partial"] == []
+    # good: 1, noaudio: 1, cut: 2, latin1: 1, long 7 s at max 3 s: 3 (the last is 1 s = min_duration)
+    assert report["clips_written"] == 8 == report["this_run"]["clips_written"]
+    assert len(report["shards"]) == 3 and all(s["samples"] <= 3 for s in report["shards"])
+    assert not list(out.glob("*.tmp")) and (out / "ingest_config.yaml").exists()
+    assert json.loads((out / "ingest_report.json").read_text())["clips_written"] == 8
+
+    clips = _read_shards(out)
+    assert len(clips) == 8 and all(set(c) == {"mp4", "json", "txt"} for c in clips.values())
+    metas = {k: json.loads(c["json"]) for k, c in clips.items()}
+    by_source: dict[str, list[dict]] = {}
+    for k, m in metas.items():
+        by_source.setdefault(Path(m["source"]).name, []).append({**m, "key": k})
+    assert sorted(by_source) == ["cut.mp4", "good.mp4", "latin1.mp4", "long.mp4", "noaudio.mp4"]
+    good = by_source["good.mp4"][0]
+    assert clips[good["key"]]["txt"].decode() == "a red bar slides right"
+    assert good["has_audio"] and good["fps"] == pytest.approx(FPS) and good["motion_score"] > 0.002
+    assert (good["width"], good["height"], good["num_frames"]) == (96, 64, 60)
+    assert not by_source["noaudio.mp4"][0]["has_audio"]
+    latin1 = by_source["latin1.mp4"][0]
+    assert clips[latin1["key"]]["txt"].decode() == "caf\ufffd au lait" and latin1["caption_decode_error"]
+    # the split happens at the cut (1.0 s = frame 30) within a frame
+    first, second = sorted(by_source["cut.mp4"], key=lambda m: m["start_time"])
+    assert abs(first["end_time"] - 1.0) <= 1.5 / FPS and abs(second["start_time"] - 1.0) <= 1.5 / FPS
+    assert second["starts_at_cut"] and not first["starts_at_cut"]
+    assert sorted(round(m["start_time"]) for m in by_source["long.mp4"]) == [0, 3, 6]
+    # re-encoded clips decode with their audio window
+    clip = media.read_media(clips[good["key"]]["mp4"])
+    assert (
+        clip.num_frames == 60
+        and clip.audio is not None
+        and clip.audio.shape[1] == pytest.approx(32000, abs=200)
+    )
+
+
+def test_rerun_writes_nothing_and_interrupted_run_resumes_without_duplicates(raw, tmp_path):
+    out = tmp_path / "shards"
+    first = run(_cfg(raw, out, "num_workers=0"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
+    again = run(_cfg(raw, out, "num_workers=0"))
+    assert again["this_run"] == {
+        **again["this_run"],
+        "files_processed": 0,
+        "clips_written": 0,
+        "shards_written": 0,
+    }
+    assert {k: v for k, v in again.items() if k != "this_run"} == {
+        k: v for k, v in first.items() if k != "this_run"
+    }
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")} == stamps
+    keys = set(_read_shards(out))
+
+    # simulate a crash after the first shard: later commits never happened, a half-written shard is left
+    lines = (out / STATE_FILE).read_text().splitlines()
+    shard_line = next(i for i, ln in enumerate(lines) if json.loads(ln)["shard"])
+    (out / STATE_FILE).write_text("\n".join(lines[: shard_line + 1]) + '\n{"torn')
+    for shard in sorted(out.glob("shard-*.tar"))[1:]:
+        shard.unlink()
+    (out / "shard-000001.tar.tmp").write_bytes(b"half a tar")
+    resumed = run(_cfg(raw, out, "num_workers=0"))
+    assert 0 < resumed["this_run"]["clips_written"] < 8
+    assert resumed["clips_written"] == 8 and resumed["clips_dropped"] == first["clips_dropped"]
+    assert resumed["files_unreadable"] == 3 and resumed["captions_non_utf8"] == 1
+    assert not list(out.glob("*.tmp"))
+    names = [m.name for s in out.glob("shard-*.tar") for m in tarfile.open(s).getmembers()]
+    assert len(names) == len(set(names)) == 3 * 8 and set(_read_shards(out)) == keys
+
+
+def test_manifest_and_url_list(raw, tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(
+        f"path,caption,license\n{raw / 'good.mp4'},from the manifest,cc-by\n"
+        f"noaudio.mp4,relative path,cc0\n,no path,x\n{raw / 'missing.mp4'},gone,x\n"
+    )
+    (tmp_path / "noaudio.mp4").write_bytes((raw / "noaudio.mp4").read_bytes())
+    report = run(_cfg(manifest, tmp_path / "m", "num_workers=0"))
+    assert report["files_seen"] == 3 and report["clips_written"] == 2 and report["files_unreadable"] == 1
+    assert len(report["manifest_problems"]) == 1
+    clips = _read_shards(tmp_path / "m")
+    metas = {json.loads(c["json"])["extra"]["license"]: c for c in clips.values()}
+    assert metas["cc-by"]["txt"] == b"from the manifest" and metas["cc0"]["txt"] == b"relative path"
+
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"# comment\npipe:cat {raw / 'good.mp4'}\n{raw / 'noaudio.mp4'}\n")
+    report = run(_cfg(urls, tmp_path / "u", "num_workers=0"))
+    assert report["clips_written"] == 2 and report["files_unreadable"] == 0
+
+
+def test_truncated_stream_keeps_the_clips_decoded_before_the_damage(tmp_path):
+    # moov in front (faststart), data cut at 80%: opens, decodes ~45 of 96 frames, then fails
+    path = tmp_path / "full.mp4"
+    with (
+        av.open(io.BytesIO(media.encode_mp4(_bar(96), 24))) as src,
+        av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as dst,
+    ):
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.8)])
+    out = process_source(
+        SourceItem(str(tmp_path / "cut.mp4")), IngestSettings(max_seconds=1.0, min_duration=0.5)
+    )
+    assert out.error is None and out.partial_error
+    assert 1 <= len(out.clips) < 4 and all(c.meta["num_frames"] >= 12 for c in out.clips)
+
+
+def test_bad_config_names_the_field(raw, tmp_path):
+    with pytest.raises(ValueError, match="clip.max_seconds"):
+        run(_cfg(raw, tmp_path / "x", "clip.max_seconds=0"))
+    with pytest.raises(ValueError, match="input"):
+        run(_cfg(tmp_path / "nope", tmp_path / "x"))
+    with pytest.raises(ValueError, match="shard.max_samples"):
+        run(_cfg(raw, tmp_path / "x", "shard.max_samples=0"))
+
+
+@pytest.mark.slow
+def test_cli(raw, tmp_path):
+    out = tmp_path / "cli"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_pipelines.ingest",
+            f"input={raw / 'good.mp4'}",
+            f"out_dir={out}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert json.loads((out / "ingest_report.json").read_text())["clips_written"] == 1
+    assert io.BytesIO((out / "shard-000000.tar").read_bytes()).getbuffer().nbytes > 0

@@ -1,0 +1,291 @@
+"""data_pipelines.latents: latent shards from stand-in VAEs, resumable atomic writes, LatentDataModule."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from data_pipelines.dataset import BucketSpec, decode_av_sample
+from data_pipelines.latents import LatentDataModule, encode_shards, load_vae, run
+from sora import media
+from sora.config import compose
+from sora.models.distributions import DiagonalGaussian
+
+SR = 16000
+
+
+class TinyVideoVAE(nn.Module):
+    """CausalVideoVAE stand-in: (B, 3, 1 + 4k, H, W) -> posterior (B, 4, 1 + k, H / 8, W / 8)."""
+
+    temporal_compression, spatial_compression, latent_channels = 4, 8, 4
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__()
+        self.proj = nn.Conv3d(3, 2 * self.latent_channels, kernel_size=(1, 8, 8), stride=(1, 8, 8))
+        self.register_buffer("latent_std", torch.full((self.latent_channels,), 2.0))
+        self.calls, self.fail_after = 0, fail_after
+
+    def encode(self, video: torch.Tensor) -> DiagonalGaussian:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("simulated crash")
+        b, c, t, h, w = video.shape
+        assert (t - 1) % 4 == 0, t
+        pooled = torch.cat([video[:, :, :1], video[:, :, 1:].reshape(b, c, (t - 1) // 4, 4, h, w).mean(3)], 2)
+        return DiagonalGaussian.from_moments(
+            self.proj(pooled)
+        )  # (B, 8, 1 + k, h, w) -> mean/logvar (B, 4, ...)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.latent_std.view(1, -1, 1, 1, 1)
+
+
+class TinyAudioVAE(nn.Module):
+    """AudioVAE stand-in: (B, 1, S) at 16 kHz -> posterior (B, 8, S // 640), 25 frames/s."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv1d(1, 16, kernel_size=640, stride=640)
+
+    def encode(self, audio: torch.Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian.from_moments(self.proj(audio))
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class FrozenText(nn.Module):
+    """Stand-in TextEncoder: one 4-d embedding per UTF-8 byte (plus BOS); frozen."""
+
+    dim, trainable = 4, False
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [[1] + list(c.encode()) for c in captions]
+        n = max(map(len, rows))
+        ids = torch.zeros(len(rows), n, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        return ids[..., None].float().expand(-1, -1, self.dim) / 255.0, ids != 0
+
+
+def _clip(num_frames: int, audio: bool = True) -> dict:
+    video = np.zeros((num_frames, 64, 64, 3), np.uint8)
+    for i in range(num_frames):
+        video[i, :, 2 * i : 2 * i + 6] = (200, 50, 20)
+    sound = (
+        (0.3 * np.sin(np.arange(int(num_frames / 24 * SR)) / 7.0))[None].astype(np.float32) if audio else None
+    )
+    meta = {"fps": 24.0, "num_frames": num_frames, "width": 64, "height": 64, "source": "test"}
+    return {
+        "mp4": media.encode_mp4(video, 24.0, sound, SR),
+        "json": json.dumps(meta).encode(),
+        "txt": b"a bar",
+    }
+
+
+def _write(path: Path, samples: list[tuple[str, dict]]) -> str:
+    with tarfile.open(path, "w") as tar:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[str]:
+    d = tmp_path_factory.mktemp("shards")
+    a = [
+        ("long0", _clip(48)),
+        ("short0", _clip(12)),
+        ("bad", {"mp4": b"junk", "txt": b"x"}),
+        ("long1", _clip(48)),
+    ]
+    b = [("mute", _clip(48, audio=False)), ("short1", _clip(12))]
+    return [_write(d / "in-000.tar", a), _write(d / "in-001.tar", b)]
+
+
+BUCKETS = {"64px": [17, 9]}
+
+
+def _read(path: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            key, ext = m.name.split(".", 1)
+            out.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+def test_encode_round_trip_and_resume(shards, tmp_path):
+    torch.manual_seed(0)
+    vae, audio_vae = TinyVideoVAE(), TinyAudioVAE()
+    report = encode_shards(
+        vae, audio_vae, shards, tmp_path, buckets=BUCKETS, batch_size=2, num_workers=2, normalize=True
+    )
+    assert (
+        report["shards_written"] == 2
+        and report["samples_written"] == 5
+        and report["skipped"] == {"decode_error": 1}
+    )
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
+    first = _read(tmp_path / "shard-000000.tar")
+    assert sorted(first) == ["long0", "long1", "short0"]
+    lat = np.load(io.BytesIO(first["long0"]["video_latent.npy"]))
+    assert lat.shape == (4, 5, 8, 8) and np.load(io.BytesIO(first["short0"]["video_latent.npy"])).shape == (
+        4,
+        3,
+        8,
+        8,
+    )
+    assert np.load(io.BytesIO(first["long0"]["audio_latent.npy"])).shape == (8, round(17 / 24 * SR) // 640)
+    meta = json.loads(first["long0"]["json"])
+    assert meta["source"] == "test" and meta["source_key"] == "long0" and first["long0"]["txt"] == b"a bar"
+    assert meta["latent"]["mode"] == "mean" and meta["latent"]["normalized"] and meta["latent"]["has_audio"]
+    assert "text_emb.npy" not in first["long0"]  # no frozen text encoder: captions only
+    # the stored latent is the normalised posterior mean of the validation window
+    spec = BucketSpec({"64px": {17: [1.0, 1], 9: [1.0, 1]}})
+    sample = {**_clip(48), "__key__": "long0"}
+    _, item = decode_av_sample(
+        sample, spec, fps=24.0, sample_rate=SR, train=False, rng=np.random.default_rng(0)
+    )
+    with torch.no_grad():
+        expected = vae.normalize_latents(vae.encode(item["video"][None]).mean)[0]
+    np.testing.assert_allclose(lat, expected.numpy(), atol=1e-5)
+    # rerun: nothing to do, nothing rewritten
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.tar")}
+    again = encode_shards(vae, audio_vae, shards, tmp_path, buckets=BUCKETS, batch_size=2)
+    assert again["shards_skipped"] == 2 and again["shards_written"] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.tar")} == stamps
+
+
+def test_crash_leaves_no_partial_shard_and_rerun_completes(shards, tmp_path):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        encode_shards(
+            TinyVideoVAE(fail_after=3), TinyAudioVAE(), shards, tmp_path, buckets=BUCKETS, batch_size=1
+        )
+    finals = sorted(p.name for p in tmp_path.glob("*.tar"))
+    assert finals == ["shard-000000.tar"] and len(_read(tmp_path / finals[0])) == 3  # complete, or absent
+    report = encode_shards(TinyVideoVAE(), TinyAudioVAE(), shards, tmp_path, buckets=BUCKETS, batch_size=1)
+    assert report["shards_skipped"] == 1 and report["shards_written"] == 1
+    assert sorted(_read(tmp_path / "shard-000001.tar")) == ["mute", "short1"]
+
+
+def test_latent_datamodule_groups_shapes_and_text_embeddings(shards, tmp_path):
+    encode_shards(
+        TinyVideoVAE(),
+        TinyAudioVAE(),
+        shards,
+        tmp_path,
+        text_encoder=FrozenText(),
+        buckets=BUCKETS,
+        batch_size=4,
+        rank=0,
+        world_size=1,
+    )
+    dm = LatentDataModule(
+        str(tmp_path / "shard-{000000..000001}.tar"),
+        batch_size=2,
+        num_workers=0,
+        drop_partial=False,
+        shuffle_buffer=0,
+    )
+    seen = []
+    for batch in dm.train_dataloader():
+        b, c, t, h, w = batch["video_latent"].shape
+        assert (c, h, w) == (4, 8, 8) and t in (5, 3)
+        assert batch["audio_latent"].shape == (b, 8, round((4 * t - 3) / 24 * SR) // 640)
+        assert batch["text_emb"].shape[:2] == batch["text_mask"].shape and batch["text_mask"][:, 0].all()
+        assert batch["fps"].tolist() == [24.0] * b and batch["caption"] == ["a bar"] * b
+        seen += [(m["key"], t, bool(a)) for m, a in zip(batch["meta"], batch["has_audio"])]
+    assert sorted(seen) == [
+        ("long0", 5, True),
+        ("long1", 5, True),
+        ("mute", 5, False),
+        ("short0", 3, True),
+        ("short1", 3, True),
+    ]
+
+
+def test_load_vae_from_safetensors_and_lightning_ckpt(tmp_path):
+    src = TinyVideoVAE()
+    cfg = {"_target_": f"{__name__}.TinyVideoVAE"}
+    save_file(src.state_dict(), tmp_path / "vae.safetensors")
+    torch.save(
+        {"state_dict": {**{f"vae.{k}": v for k, v in src.state_dict().items()}, "dit.w": torch.zeros(1)}},
+        tmp_path / "module.ckpt",
+    )
+    for weights in ("vae.safetensors", "module.ckpt"):
+        vae = load_vae(cfg, str(tmp_path / weights), allowed_targets=[__name__])
+        assert torch.equal(vae.proj.weight, src.proj.weight) and not vae.training
+    both = {
+        **{f"vae.{k}": v for k, v in src.state_dict().items()},
+        **{f"ema.vae.{k}": v * 0 for k, v in src.state_dict().items()},
+    }
+    torch.save({"state_dict": both}, tmp_path / "ema.ckpt")
+    with pytest.raises(ValueError, match="key_prefix"):
+        load_vae(cfg, str(tmp_path / "ema.ckpt"), allowed_targets=[__name__])
+    assert (
+        load_vae(cfg, str(tmp_path / "ema.ckpt"), key_prefix="ema.vae.", allowed_targets=[__name__])
+        .proj.weight.abs()
+        .sum()
+        == 0
+    )
+    with pytest.raises(ValueError, match="allowed prefix"):
+        load_vae({"_target_": "os.system"}, None)
+    with pytest.raises(ValueError, match="no weights"):
+        load_vae(cfg, None, allowed_targets=[__name__])
+
+
+def test_cli_run_with_hydra_config(shards, tmp_path):
+    save_file(TinyVideoVAE().state_dict(), tmp_path / "v.safetensors")
+    save_file(TinyAudioVAE().state_dict(), tmp_path / "a.safetensors")
+    cfg = compose(
+        "latents",
+        [
+            f"shards=[{shards[0]},{shards[1]}]",
+            f"out_dir={tmp_path / 'out'}",
+            f"vae.video={tmp_path / 'v.safetensors'}",
+            f"vae.audio={tmp_path / 'a.safetensors'}",
+            f"vae.video_model._target_={__name__}.TinyVideoVAE",
+            f"vae.audio_model._target_={__name__}.TinyAudioVAE",
+            f"vae.allowed_targets=[{__name__}]",
+            "num_workers=0",
+            "device=cpu",
+            "dtype=float16",
+            "mode=sample",
+        ],
+    )
+    report = run(cfg)
+    assert report["samples_written"] == 5 and (tmp_path / "out" / "latents_config.yaml").exists()
+    mute = _read(tmp_path / "out" / "shard-000001.tar")["mute"]
+    lat = np.load(io.BytesIO(mute["video_latent.npy"]))
+    assert lat.dtype == np.float16 and lat.shape == (4, 12, 8, 8)  # default buckets: 45 frames = 1 + 4 * 11
+    latent = json.loads(mute["json"])["latent"]
+    assert (
+        latent["mode"] == "sample" and not latent["normalized"] and not latent["has_audio"]
+    )  # raw by default
+
+
+def test_real_video_vae_if_available(shards, tmp_path):
+    video_vae = pytest.importorskip("sora.models.video_vae")
+    vae = video_vae.CausalVideoVAE(
+        latent_channels=4, base_channels=8, channel_mult=(1, 1, 1, 1), num_res_blocks=1
+    )
+    text = pytest.importorskip("sora.models.text").ByteTextEncoder(dim=32, depth=1)  # trainable: not stored
+    report = encode_shards(
+        vae, TinyAudioVAE(), shards[1], tmp_path, text_encoder=text, buckets=BUCKETS, batch_size=2
+    )
+    assert report["samples_written"] == 2 and not report["text_embeddings"]
+    shapes = {
+        k: np.load(io.BytesIO(v["video_latent.npy"])).shape
+        for k, v in _read(tmp_path / "shard-000000.tar").items()
+    }
+    assert shapes == {"mute": (4, 5, 8, 8), "short1": (4, 3, 8, 8)}
