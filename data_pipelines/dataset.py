@@ -34,6 +34,7 @@ waiting for another at the end; use ``resampled=True`` (infinite, ``epoch_sample
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
@@ -260,9 +261,15 @@ def collate_av(items: list[dict]) -> dict:
 
 
 def expand_urls(urls: str | Sequence[str]) -> list[str]:
-    """Brace patterns (``shard-{000000..000009}.tar``), ``::``-joined lists, ``pipe:`` commands, lists."""
+    """Brace patterns (``shard-{000000..000009}.tar``), local globs (``shards/*.tar``, sorted), ``::``-joined
+    lists, ``pipe:`` commands, lists."""
     given = [urls] if isinstance(urls, str) else [str(u) for u in urls]
-    out = [u for url in given for u in wds.shardlists.expand_urls(url)]
+    out = []
+    for url in given:
+        for u in wds.shardlists.expand_urls(url):
+            local_glob = not u.startswith(("pipe:", "http://", "https://", "s3://", "gs://")) and any(
+                c in u for c in "*?[")
+            out.extend(sorted(glob.glob(u)) if local_glob else [u])
     if not out:
         raise ValueError(f"urls: no shards in {urls!r}")
     return out

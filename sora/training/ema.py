@@ -65,7 +65,8 @@ class EMA(L.Callback):
             if name in self.shadow:
                 self.shadow[name].lerp_(value.detach().float(), 1.0 - decay)
 
-    def _swap(self, pl_module: L.LightningModule, use_ema: bool) -> None:
+    def swap(self, pl_module: L.LightningModule, use_ema: bool) -> None:
+        """Put the shadow weights into the module (``use_ema=True``) or restore the trained ones."""
         module = self._target(pl_module)
         if use_ema and self.shadow:
             self._backup = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -76,11 +77,11 @@ class EMA(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.validate_with_ema:
-            self._swap(pl_module, True)
+            self.swap(pl_module, True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.validate_with_ema:
-            self._swap(pl_module, False)
+            self.swap(pl_module, False)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["ema_state_dict"] = {k: v.detach().cpu().clone() for k, v in self.shadow.items()}

@@ -319,3 +319,17 @@ def test_synthetic_world_shards(tmp_path):
     batches = list(instantiate(cfg).train_dataloader())
     assert [b["video"].shape for b in batches] == [(8, 3, 17, 64, 64)]
     assert batches[0]["has_audio"].all() and all("contacts" in m for m in batches[0]["meta"])
+
+
+def test_expand_urls_globs_local_shards(tmp_path):
+    from data_pipelines.dataset import expand_urls
+
+    for i in (2, 0, 1):
+        (tmp_path / f"shard-{i:06d}.tar").write_bytes(b"")
+    assert [p.rsplit("/", 1)[1] for p in expand_urls(str(tmp_path / "shard-*.tar"))] == [
+        "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert expand_urls("pipe:cat a*.tar") == ["pipe:cat a*.tar"]
+    import pytest
+
+    with pytest.raises(ValueError, match="no shards"):
+        expand_urls(str(tmp_path / "none-*.tar"))

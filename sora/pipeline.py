@@ -1,0 +1,603 @@
+"""Load a trained AV-DiT (export folder or Lightning checkpoint) and generate clips with sound.
+
+This is the one generation code path: ``sample.py``, the eval suite, the validation-sample callback and the
+quickstart all call :meth:`AVPipeline.generate`. Every mode is expressed with per-token timesteps
+(see :mod:`sora.diffusion.sampler`):
+
+=============  ============================================================================================
+``t2av``       text -> video + audio
+``i2v``        an image is the clean first latent frame
+``extend``     the last frames of a given clip are the clean prefix; the rest is generated
+``v2a``        a given (silent) video is clean; audio is generated
+``a2v``        given audio is clean; video is generated
+``remix``      SDEdit: the source is noised to ``strength`` and denoised with the new prompt
+``storyboard`` shots ``{prompt, seconds}`` in sequence, each an ``extend`` of the previous shot's last frames
+=============  ============================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sora import media
+from sora.checkpoint import build_module, config_hash, load_safetensors, load_torch_checkpoint, sub_state_dict
+from sora.diffusion.flow import add_noise, audio_prefix_mask, token_count_shift
+from sora.diffusion.sampler import Condition, guided, sample, sigma_schedule
+
+MODES = ("t2av", "i2v", "extend", "v2a", "a2v", "remix", "storyboard")
+NETWORKS = ("dit", "text_encoder", "video_vae", "audio_vae")
+DEFAULT_SAMPLING = {
+    "fps": 24.0,
+    "num_frames": 17,
+    "height": 64,
+    "width": 64,
+    "sample_rate": 16000,
+    "max_num_frames": 65,
+    "max_size": 512,
+}
+
+
+@dataclass
+class GenerationRequest:
+    """What to generate. Unset sizes default to what the model was trained on."""
+
+    prompt: str
+    mode: str = "t2av"
+    seed: int = 0
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    fps: float | None = None
+    steps: int = 30
+    solver: str = "euler"
+    shift: float | None = None  # None: the token-count rule used in training
+    video_guidance: float = 5.0
+    audio_guidance: float = 3.0
+    image: str | None = None  # i2v
+    video: str | None = None  # extend / v2a / remix source clip
+    audio: str | None = None  # a2v source (wav, mp3, or any file with an audio track)
+    strength: float = 0.7  # remix
+    context_frames: int = 5  # extend / storyboard: clean prefix length in video frames (1 + 4k)
+    shots: list[dict] = field(default_factory=list)  # storyboard: [{"prompt", "seconds"}]
+
+
+@dataclass
+class GeneratedClip:
+    """A generated clip: ``video`` uint8 (T, H, W, 3), ``audio`` float32 (1, S)."""
+
+    video: np.ndarray
+    audio: np.ndarray | None
+    fps: float
+    sample_rate: int
+    request: GenerationRequest
+    latents: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _resize_video(frames: Tensor, height: int, width: int) -> Tensor:
+    """(3, T, H, W) -> (3, T, height, width): scale to cover, then centre-crop (keeps the aspect ratio)."""
+    _, _, h, w = frames.shape
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    x = F.interpolate(
+        frames.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
+    )
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return x[:, :, top : top + height, left : left + width].transpose(0, 1).clamp(-1, 1)
+
+
+class AVPipeline:
+    """The networks plus the sampling defaults of a trained model (``sampling``: fps, num_frames, size)."""
+
+    def __init__(
+        self,
+        *,
+        dit: nn.Module,
+        text_encoder: nn.Module,
+        video_vae: nn.Module,
+        audio_vae: nn.Module | None,
+        configs: dict[str, dict],
+        sampling: dict | None = None,
+        flow: dict | None = None,
+        device: str | torch.device = "cpu",
+        autocast_dtype: torch.dtype | None = torch.bfloat16,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dit, self.text_encoder = dit.to(self.device).eval(), text_encoder.to(self.device).eval()
+        self.video_vae = video_vae.to(self.device).eval()
+        self.audio_vae = audio_vae.to(self.device).eval() if audio_vae is not None else None
+        self.configs = configs
+        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+        self.flow = flow or {}
+        self.autocast_dtype = autocast_dtype
+        self.config_hash = config_hash(configs)
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> AVPipeline:
+        """An export folder (``config.json`` + safetensors) or a Lightning ``.ckpt`` of the DiT stage."""
+        path = Path(path)
+        return cls.from_export(path, **kwargs) if path.is_dir() else cls.from_checkpoint(path, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, use_ema: bool = True, **kwargs: Any) -> AVPipeline:
+        ckpt = load_torch_checkpoint(path)
+        hp = ckpt.get("hyper_parameters") or {}
+        if not hp.get("dit") or not hp.get("video_vae"):
+            raise ValueError(
+                f"{path} is not an AV-DiT training checkpoint with a video VAE (hyper-parameters: "
+                f"{sorted(hp)})"
+            )
+        ema = ckpt.get("ema_state_dict") if use_ema else None
+        nets = {}
+        for name in NETWORKS:
+            if not hp.get(name):
+                nets[name] = None
+                continue
+            state = sub_state_dict(ckpt["state_dict"], name)
+            if ema:
+                state.update(sub_state_dict(ema, name))
+            nets[name] = build_module(hp[name])
+            nets[name].load_state_dict(state)
+        configs = {n: hp[n] for n in NETWORKS if hp.get(n)}
+        return cls(**nets, configs=configs, sampling=hp.get("sampling"), flow=hp.get("flow"), **kwargs)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, *, use_ema: bool = True, **kwargs: Any) -> AVPipeline:
+        """Load an export folder (``use_ema`` is accepted for symmetry: an export holds one set of weights,
+        chosen when it was written)."""
+        folder = Path(folder)
+        manifest_path = folder / "config.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{folder} is not an export folder: no config.json")
+        manifest = json.loads(manifest_path.read_text())
+        nets = {name: None for name in NETWORKS}
+        for name, cfg in manifest["networks"].items():
+            if name not in NETWORKS:
+                raise ValueError(f"unknown network {name!r} in {manifest_path}")
+            nets[name] = build_module(cfg)
+            nets[name].load_state_dict(load_safetensors(folder / f"{name}.safetensors"))
+        return cls(
+            **nets,
+            configs=manifest["networks"],
+            sampling=manifest.get("sampling"),
+            flow=manifest.get("flow"),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_module(cls, module: nn.Module, **kwargs: Any) -> AVPipeline:
+        """Wrap a live :class:`~sora.training.dit_module.AVDiTModule` (weights shared, not copied)."""
+        hp = module.hparams
+        configs = {n: hp[n] for n in NETWORKS if hp.get(n)}
+        return cls(
+            dit=module.dit,
+            text_encoder=module.text_encoder,
+            video_vae=module.video_vae,
+            audio_vae=module.audio_vae,
+            configs=configs,
+            sampling=hp.get("sampling"),
+            flow=hp.get("flow"),
+            device=module.device,
+            **kwargs,
+        )
+
+    # ---- inputs ------------------------------------------------------------------------------------------------
+
+    def _check_request(self, req: GenerationRequest) -> tuple[int, int, int, float]:
+        if req.mode not in MODES:
+            raise ValueError(f"unknown mode {req.mode!r}; one of {MODES}")
+        s = self.sampling
+        t = int(req.num_frames or s["num_frames"])
+        h, w = int(req.height or s["height"]), int(req.width or s["width"])
+        fps = float(req.fps or s["fps"])
+        tc = self.video_vae.temporal_compression
+        mult = self.video_vae.spatial_compression * self.dit.patch_size[1]
+        if (t - 1) % tc or t < 1:
+            raise ValueError(f"num_frames must be 1 + {tc}k for this model, got {t}")
+        if t > s["max_num_frames"]:
+            raise ValueError(
+                f"num_frames={t} exceeds what the model was trained for (max_num_frames="
+                f"{s['max_num_frames']})"
+            )
+        if h % mult or w % mult or max(h, w) > s["max_size"]:
+            raise ValueError(
+                f"height/width must be multiples of {mult} and at most {s['max_size']}, got {h}x{w}"
+            )
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if req.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {req.steps}")
+        return t, h, w, fps
+
+    def _load_video(
+        self, path: str, t: int | None, h: int, w: int
+    ) -> tuple[Tensor, np.ndarray | None, float]:
+        """(3, T, h, w) in [-1, 1] (the first ``t`` frames, or all when None), its audio (1, S) at 16 kHz, fps."""
+        clip = media.read_media(path)
+        frames = clip.video if t is None else clip.video[:t]
+        x = _resize_video(media.video_to_tensor(frames), h, w)
+        audio = None
+        if clip.audio is not None:
+            audio = media.to_mono(
+                media.resample_audio(clip.audio, clip.sample_rate, self.sampling["sample_rate"])
+            )
+            audio = audio.numpy()
+        return x, audio, clip.fps
+
+    def _load_image(self, path: str, h: int, w: int) -> Tensor:
+        from PIL import Image
+
+        img = np.asarray(Image.open(path).convert("RGB"))
+        return _resize_video(media.video_to_tensor(img[None]), h, w)  # (3, 1, h, w)
+
+    def _load_audio(self, path: str, seconds: float) -> Tensor:
+        audio, sr = media.read_audio(path, duration=seconds)
+        if audio is None:
+            raise ValueError(f"{path} has no audio stream")
+        return media.to_mono(media.resample_audio(audio, sr, self.sampling["sample_rate"]))  # (1, S)
+
+    # ---- latents -----------------------------------------------------------------------------------------------
+
+    def encode_video(self, x: Tensor) -> Tensor:
+        """(3, T, H, W) -> normalised latents (1, C, t, h, w)."""
+        return self.video_vae.normalize_latents(self.video_vae.encode(x[None].to(self.device)).mode())
+
+    def encode_audio(self, audio: Tensor, num_samples: int) -> Tensor:
+        a = audio[..., :num_samples]
+        a = F.pad(a, (0, num_samples - a.shape[-1]))[None].to(self.device)  # (1, 1, S)
+        return self.audio_vae.normalize_latents(self.audio_vae.encode(a).mode())
+
+    def decode(self, zv: Tensor, za: Tensor | None, num_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+        v = self.video_vae.decode_chunked(self.video_vae.denormalize_latents(zv.float()), chunk_latents=4)
+        video = media.tensor_to_video(v[0])
+        audio = None
+        if za is not None:
+            a = self.audio_vae.decode_audio(
+                self.audio_vae.denormalize_latents(za.float()), num_samples=num_samples
+            )
+            audio = a[0].clamp(-1, 1).cpu().numpy().astype(np.float32)
+        return video, audio
+
+    # ---- generation ----------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def generate(
+        self, req: GenerationRequest, progress: Callable[[int], None] | None = None
+    ) -> GeneratedClip:
+        """Generate one clip for ``req`` (deterministic for a given seed on a given device)."""
+        if req.mode == "storyboard":
+            return self._storyboard(req, progress)
+        t, h, w, fps = self._check_request(req)
+        sr = int(self.sampling["sample_rate"])
+        num_samples = round(t / fps * sr)
+        gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
+        lt, lh, lw = self.video_vae.latent_shape(t, h, w)
+        noise_v = torch.randn((1, self.dit.video_channels, lt, lh, lw), generator=gen).to(self.device)
+        noise_a = None
+        if self.audio_vae is not None:
+            la = self.audio_vae.latent_length(num_samples)
+            noise_a = torch.randn((1, self.dit.audio_channels, la), generator=gen).to(self.device)
+
+        video_cond = audio_cond = None
+        keep_video = keep_audio = None  # v2a/a2v and remix(0) return the given modality untouched
+        start = 1.0
+        if req.mode == "i2v":
+            if not req.image:
+                raise ValueError("mode=i2v needs image=PATH")
+            z0 = self.encode_video(self._load_image(req.image, h, w))  # (1, C, 1, lh, lw)
+            clean = torch.zeros_like(noise_v)
+            clean[:, :, :1] = z0
+            mask = torch.zeros(1, lt, dtype=torch.bool, device=self.device)
+            mask[:, 0] = True
+            video_cond = Condition(clean, mask)
+        elif req.mode in ("extend", "v2a", "remix"):
+            if not req.video:
+                raise ValueError(f"mode={req.mode} needs video=PATH")
+            if req.mode == "extend":
+                ctx = int(req.context_frames)
+                if (ctx - 1) % self.video_vae.temporal_compression or not 1 <= ctx < t:
+                    raise ValueError(
+                        f"context_frames must be 1 + {self.video_vae.temporal_compression}k and < "
+                        f"num_frames={t}, got {ctx}"
+                    )
+                src, src_audio, _ = self._load_video(req.video, None, h, w)
+                src = src[:, -ctx:]
+                zc = self.encode_video(src)  # (1, C, lc, lh, lw)
+                clean = torch.zeros_like(noise_v)
+                clean[:, :, : zc.shape[2]] = zc
+                mask = torch.zeros(1, lt, dtype=torch.bool, device=self.device)
+                mask[:, : zc.shape[2]] = True
+                video_cond = Condition(clean, mask)
+                if noise_a is not None and src_audio is not None:
+                    ctx_samples = round(ctx / fps * sr)
+                    za = self.encode_audio(torch.from_numpy(src_audio)[..., -ctx_samples:], num_samples)
+                    amask = audio_prefix_mask(
+                        torch.tensor([zc.shape[2]], device=self.device),
+                        noise_a.shape[2],
+                        self.video_vae.temporal_compression / fps,
+                        1.0 / getattr(self.audio_vae, "latent_rate", 25),
+                        self.video_vae.temporal_compression,
+                    )
+                    audio_cond = Condition(za, amask)
+            else:
+                src, src_audio, _ = self._load_video(req.video, t, h, w)
+                if src.shape[1] < t:
+                    raise ValueError(f"{req.video} has {src.shape[1]} frames, fewer than num_frames={t}")
+                zv = self.encode_video(src)
+                if req.mode == "v2a":
+                    video_cond = Condition(zv, torch.ones(1, lt, dtype=torch.bool, device=self.device))
+                    keep_video = media.tensor_to_video(src)
+                else:  # remix
+                    if not 0.0 <= req.strength <= 1.0:
+                        raise ValueError(f"remix strength must be in [0, 1], got {req.strength}")
+                    za = None
+                    if noise_a is not None and src_audio is not None:
+                        za = self.encode_audio(torch.from_numpy(src_audio), num_samples)
+                    if req.strength == 0.0:  # nothing to regenerate: the source itself
+                        keep_video = media.tensor_to_video(src)
+                        keep_audio = src_audio[:, :num_samples] if src_audio is not None else None
+                    start = req.strength
+                    ts = torch.tensor([max(start, 1e-6)], device=self.device)
+                    noise_v = add_noise(zv, noise_v, ts)
+                    if za is not None:
+                        noise_a = add_noise(za, noise_a, ts)
+        elif req.mode == "a2v":
+            if not req.audio:
+                raise ValueError("mode=a2v needs audio=PATH")
+            if noise_a is None:
+                raise ValueError("mode=a2v needs a model with an audio VAE")
+            src_audio = self._load_audio(req.audio, t / fps)
+            za = self.encode_audio(src_audio, num_samples)
+            audio_cond = Condition(za, torch.ones(1, za.shape[2], dtype=torch.bool, device=self.device))
+            keep_audio = F.pad(src_audio, (0, max(0, num_samples - src_audio.shape[-1])))[
+                :, :num_samples
+            ].numpy()
+
+        if keep_video is not None and req.mode == "remix":
+            zv_out, za_out = noise_v, noise_a
+        else:
+            zv_out, za_out = self._denoise(
+                req, noise_v, noise_a, video_cond, audio_cond, fps, start, progress
+            )
+        video, audio = self.decode(zv_out, za_out, num_samples)
+        if keep_video is not None:
+            video = keep_video
+        if keep_audio is not None:
+            audio = keep_audio
+        return GeneratedClip(
+            video=video,
+            audio=audio,
+            fps=fps,
+            sample_rate=sr,
+            request=req,
+            latents={"video": zv_out.cpu(), **({"audio": za_out.cpu()} if za_out is not None else {})},
+        )
+
+    def _denoise(
+        self,
+        req: GenerationRequest,
+        xv: Tensor,
+        xa: Tensor | None,
+        video_cond: Condition | None,
+        audio_cond: Condition | None,
+        fps: float,
+        start: float,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        text, text_mask = self.text_encoder.encode([req.prompt])
+        text, text_mask = text.to(self.device), text_mask.to(self.device)
+        v_sec = self.video_vae.temporal_compression / fps
+        a_rate = getattr(self.audio_vae, "latent_rate", 25)
+
+        def model_call(v, a, tv, ta, drop):
+            n = v.shape[0]
+            with self._autocast():
+                pv, pa = self.dit(
+                    v,
+                    a,
+                    tv,
+                    ta,
+                    text.expand(n, -1, -1),
+                    text_mask.expand(n, -1),
+                    video_frame_seconds=v_sec,
+                    audio_frame_seconds=1.0 / a_rate,
+                    drop_text=drop,
+                )
+            return pv.float(), (pa.float() if pa is not None else None)
+
+        shift = req.shift
+        if shift is None:
+            n_v, n_a = self.dit.num_tokens(tuple(xv.shape), tuple(xa.shape) if xa is not None else None)
+            f = self.flow
+            if f.get("shift", "tokens") == "tokens":
+                shift = token_count_shift(
+                    n_v + n_a,
+                    f.get("base_tokens", 256),
+                    f.get("base_shift", 0.5),
+                    f.get("max_shift", 1.15),
+                    f.get("max_tokens", 4096),
+                )
+            else:
+                shift = float(f["shift"])
+        sigmas = sigma_schedule(req.steps, shift=shift, start=start, device=self.device)
+        denoise = guided(model_call, video_scale=req.video_guidance, audio_scale=req.audio_guidance)
+        return sample(
+            denoise,
+            xv,
+            xa,
+            sigmas,
+            video_cond=video_cond,
+            audio_cond=audio_cond,
+            solver=req.solver,
+            progress=progress,
+        )
+
+    def _storyboard(self, req: GenerationRequest, progress: Callable[[int], None] | None) -> GeneratedClip:
+        """Shots in sequence; each later shot extends the last ``context_frames`` of the previous one."""
+        import tempfile
+
+        if not req.shots:
+            raise ValueError("mode=storyboard needs shots=[{prompt, seconds}, ...]")
+        fps = float(req.fps or self.sampling["fps"])
+        tc = self.video_vae.temporal_compression
+        videos, audios, last = [], [], None
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, shot in enumerate(req.shots):
+                frames = 1 + tc * max(1, round(float(shot["seconds"]) * fps / tc))
+                sub = GenerationRequest(
+                    **{
+                        **req.__dict__,
+                        "mode": "t2av" if last is None else "extend",
+                        "prompt": shot["prompt"],
+                        "num_frames": frames,
+                        "video": last,
+                        "seed": req.seed + i,
+                        "shots": [],
+                    }
+                )
+                clip = self.generate(sub, progress)
+                skip = 0 if last is None else req.context_frames  # the prefix repeats the previous shot
+                skip_audio = round(skip / fps * clip.sample_rate)
+                videos.append(clip.video[skip:])
+                if clip.audio is not None:
+                    audios.append(clip.audio[:, skip_audio:])
+                last = str(Path(tmp) / f"shot{i}.mp4")
+                media.write_mp4(last, clip.video, fps, clip.audio, clip.sample_rate)
+        audio = np.concatenate(audios, axis=1) if audios else None
+        return GeneratedClip(
+            video=np.concatenate(videos),
+            audio=audio,
+            fps=fps,
+            sample_rate=int(self.sampling["sample_rate"]),
+            request=req,
+        )
+
+
+def save_clip(
+    clip: GeneratedClip,
+    path: str | Path,
+    *,
+    config_hash: str,
+    watermark: bool = True,
+    watermark_text: str = "AI",
+    watermark_opacity: float = 0.6,
+    save_latents: bool = False,
+) -> Path:
+    """Write ``clip`` as H.264 + AAC mp4 with provenance metadata (and the visible watermark unless disabled);
+    with ``save_latents`` also ``<path>.latents.safetensors``."""
+    from sora import safety
+    from sora.checkpoint import save_safetensors
+
+    path = Path(path)
+    video = safety.apply_watermark(clip.video, watermark_text, watermark_opacity) if watermark else clip.video
+    req = clip.request
+    record = safety.provenance(
+        prompt=req.prompt,
+        seed=req.seed,
+        config_hash=config_hash,
+        mode=req.mode,
+        extra={"watermark": bool(watermark), "steps": req.steps, "solver": req.solver},
+    )
+    media.write_mp4(path, video, clip.fps, clip.audio, clip.sample_rate, metadata=record)
+    if save_latents and clip.latents:
+        save_safetensors(
+            {k: v.contiguous() for k, v in clip.latents.items()}, path.with_suffix(".latents.safetensors")
+        )
+    return path
+
+
+def load_requests(cfg: Any) -> list[GenerationRequest]:
+    """Requests from ``prompt`` / ``shots`` or ``prompts_file`` (.txt: one prompt a line; .jsonl: request fields)."""
+    keys = set(GenerationRequest.__dataclass_fields__)
+    base = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None and k not in ("prompt", "shots")}
+    base["shots"] = [dict(s) for s in cfg.get("shots") or []]
+    if cfg.get("prompts_file"):
+        path = Path(cfg.prompts_file)
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if path.suffix == ".jsonl":
+            out = []
+            for i, line in enumerate(lines):
+                row = json.loads(line)
+                unknown = set(row) - keys
+                if unknown:
+                    raise ValueError(f"{path}:{i + 1}: unknown request fields {sorted(unknown)}")
+                out.append(GenerationRequest(**{**base, "seed": base.get("seed", 0) + i, **row}))
+            return out
+        return [
+            GenerationRequest(**{**base, "prompt": p, "seed": base.get("seed", 0) + i})
+            for i, p in enumerate(lines)
+        ]
+    if cfg.get("prompt") is None and not base["shots"]:
+        raise ValueError("give prompt=..., shots=[...] (mode=storyboard) or prompts_file=PATH")
+    prompt = cfg.get("prompt") or " / ".join(s["prompt"] for s in base["shots"])
+    return [GenerationRequest(**{**base, "prompt": prompt})]
+
+
+def sample_from_config(cfg: Any) -> dict:
+    """The body of ``sample.py``: filter prompts, generate each request, write mp4s and a manifest."""
+    from rich.progress import Progress
+
+    from sora.config import save_resolved_config
+    from sora.safety import PromptFilter
+
+    out_dir = Path(cfg.out_dir)
+    save_resolved_config(cfg, out_dir)
+    safety_cfg = cfg.get("safety") or {}
+    prompt_filter = PromptFilter(
+        blocklist=tuple(safety_cfg.get("blocklist") or PromptFilter.blocklist),
+        enabled=bool(safety_cfg.get("enabled", True)),
+    )
+    requests = load_requests(cfg)
+    pipe = AVPipeline.load(cfg.checkpoint, use_ema=cfg.get("use_ema", True), device=cfg.get("device", "cpu"))
+    wm = cfg.get("watermark") or {}
+    results, rejected = [], []
+    with Progress(transient=False) as bar:
+        task = bar.add_task("sampling", total=sum(r.steps * max(1, len(r.shots)) for r in requests))
+        for i, req in enumerate(requests):
+            texts = [s["prompt"] for s in req.shots] if req.mode == "storyboard" else [req.prompt]
+            rules = [r for r in (prompt_filter.check(t) for t in texts) if r]
+            if rules:
+                rejected.append({"index": i, "prompt": req.prompt, "rule": rules[0]})
+                bar.console.print(
+                    f"[red]prompt {i} rejected by the safety filter (rule: {rules[0]}); no clip"
+                )
+                bar.advance(task, req.steps * max(1, len(req.shots)))
+                continue
+            clip = pipe.generate(req, progress=lambda _: bar.advance(task, 1))
+            path = save_clip(
+                clip,
+                out_dir / f"{i:03d}_{req.mode}.mp4",
+                config_hash=pipe.config_hash,
+                watermark=bool(wm.get("enabled", True)),
+                watermark_text=wm.get("text", "AI"),
+                watermark_opacity=float(wm.get("opacity", 0.6)),
+                save_latents=cfg.get("save_latents", False),
+            )
+            results.append(
+                {"index": i, "path": str(path), "prompt": req.prompt, "mode": req.mode, "seed": req.seed}
+            )
+    manifest = {
+        "clips": results,
+        "rejected": rejected,
+        "checkpoint": str(cfg.checkpoint),
+        "model_config_hash": pipe.config_hash,
+    }
+    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=2))
+    print(f"wrote {len(results)} clip(s) to {out_dir} ({len(rejected)} rejected)")
+    return manifest

@@ -1,0 +1,230 @@
+"""The generation pipeline: every mode writes a decodable mp4 with the right shape; determinism; the
+conditioning modes keep what they were given; export folders load without Lightning."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sora import media
+from sora.pipeline import AVPipeline, GenerationRequest, load_requests, save_clip
+from sora.training.dit_module import AVDiTModule
+
+VIDEO_VAE = {
+    "_target_": "sora.models.video_vae.CausalVideoVAE",
+    "latent_channels": 16,
+    "base_channels": 8,
+    "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "temporal_compression": 4,
+    "patch_size": 2,
+}
+AUDIO_VAE = {
+    "_target_": "sora.models.audio_vae.AudioVAE",
+    "latent_channels": 8,
+    "base_channels": 8,
+    "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+}
+DIT = {"_target_": "sora.models.dit.AVDiT", "hidden_size": 32, "depth": 2, "num_heads": 2, "text_dim": 16}
+TEXT = {"_target_": "sora.models.text.ByteTextEncoder", "dim": 16, "depth": 1, "num_heads": 2}
+SAMPLING = {"fps": 24, "num_frames": 9, "height": 32, "width": 32, "max_num_frames": 21, "max_size": 64}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A DiT-stage checkpoint with random (but non-zero: adaLN-zero outputs would be 0) weights."""
+    import lightning as L
+
+    torch.manual_seed(0)
+    module = AVDiTModule(
+        dit=DIT, text_encoder=TEXT, video_vae=VIDEO_VAE, audio_vae=AUDIO_VAE, sampling=SAMPLING
+    )
+    with torch.no_grad():
+        for p in module.dit.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path_factory.mktemp("ckpt") / "dit.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(checkpoint):
+    return AVPipeline.load(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def source_clip(tmp_path_factory):
+    """A 24 fps clip with sound, 32x32, 13 frames, a moving bar (the source for extend/v2a/remix)."""
+    video = np.zeros((13, 32, 32, 3), np.uint8)
+    for i in range(13):
+        video[i, :, 2 * i : 2 * i + 4] = (220, 60, 60)
+    t = np.arange(round(13 / 24 * 16000)) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    path = tmp_path_factory.mktemp("src") / "src.mp4"
+    media.write_mp4(path, video, 24, audio, 16000)
+    return path
+
+
+def _check(clip, frames, size=32, fps=24):
+    assert clip.video.shape == (frames, size, size, 3) and clip.video.dtype == np.uint8
+    assert clip.audio.shape == (1, round(frames / fps * 16000))
+    assert np.isfinite(clip.audio).all()
+
+
+def test_t2av_shapes_and_determinism(pipe):
+    req = GenerationRequest(prompt="a red ball falls", seed=3, steps=3)
+    a, b = pipe.generate(req), pipe.generate(req)
+    _check(a, 9)
+    assert np.array_equal(a.video, b.video) and np.array_equal(a.audio, b.audio)
+    c = pipe.generate(GenerationRequest(prompt="a red ball falls", seed=4, steps=3))
+    assert not np.array_equal(a.video, c.video)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_request_sizes_and_solvers(pipe, solver):
+    clip = pipe.generate(
+        GenerationRequest(prompt="x", num_frames=13, height=48, width=32, steps=2, solver=solver)
+    )
+    assert clip.video.shape == (13, 48, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("num_frames", 10, "1 \\+ 4k"),
+        ("num_frames", 25, "max_num_frames"),
+        ("height", 40, "multiples of 16"),
+        ("mode", "dance", "unknown mode"),
+        ("steps", 0, "steps"),
+    ],
+)
+def test_bad_requests_are_clear_errors(pipe, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        pipe.generate(GenerationRequest(**{"prompt": "x", "steps": 2, field: value}))
+
+
+def test_i2v_first_frame_matches_the_image_after_vae_round_trip(pipe, tmp_path):
+    from PIL import Image
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (40, 200, 90)
+    Image.fromarray(image).save(tmp_path / "first.png")
+    clip = pipe.generate(
+        GenerationRequest(prompt="x", mode="i2v", image=str(tmp_path / "first.png"), steps=3)
+    )
+    _check(clip, 9)
+    x = media.video_to_tensor(image[None])
+    z = pipe.encode_video(x)  # the first latent frame is the image's own latent (causal VAE)
+    roundtrip = media.tensor_to_video(pipe.video_vae.decode(pipe.video_vae.denormalize_latents(z))[0])[0]
+    assert np.abs(clip.video[0].astype(int) - roundtrip.astype(int)).mean() < 2.0
+    torch.testing.assert_close(clip.latents["video"][:, :, :1], z.cpu())
+
+
+def test_extend_keeps_the_prefix(pipe, source_clip):
+    clip = pipe.generate(
+        GenerationRequest(prompt="x", mode="extend", video=str(source_clip), context_frames=5, steps=3)
+    )
+    _check(clip, 9)
+    src = media.read_media(source_clip).video[-5:]
+    z = pipe.encode_video(media.video_to_tensor(src))
+    torch.testing.assert_close(clip.latents["video"][:, :, :2], z.cpu())  # 5 frames = 2 causal latents
+
+
+def test_v2a_keeps_the_video_and_a2v_keeps_the_audio(pipe, source_clip):
+    v2a = pipe.generate(GenerationRequest(prompt="x", mode="v2a", video=str(source_clip), steps=2))
+    _check(v2a, 9)
+    assert np.array_equal(v2a.video, media.read_media(source_clip).video[:9])
+    a2v = pipe.generate(GenerationRequest(prompt="x", mode="a2v", audio=str(source_clip), steps=2))
+    _check(a2v, 9)
+    src_audio, _ = media.read_audio(source_clip, duration=9 / 24)
+    np.testing.assert_allclose(a2v.audio, src_audio[:, : a2v.audio.shape[1]], atol=1e-6)
+
+
+def test_remix_strength_zero_returns_the_source(pipe, source_clip):
+    clip = pipe.generate(
+        GenerationRequest(prompt="y", mode="remix", video=str(source_clip), strength=0.0, steps=3)
+    )
+    src = media.read_media(source_clip)
+    assert np.array_equal(clip.video, src.video[:9])
+    np.testing.assert_allclose(clip.audio, src.audio[:, : clip.audio.shape[1]], atol=1e-6)
+    some = pipe.generate(
+        GenerationRequest(prompt="y", mode="remix", video=str(source_clip), strength=0.5, steps=3)
+    )
+    _check(some, 9)
+
+
+def test_storyboard_concatenates_shots(pipe):
+    req = GenerationRequest(
+        prompt="",
+        mode="storyboard",
+        steps=2,
+        context_frames=5,
+        shots=[{"prompt": "a ball falls", "seconds": 0.35}, {"prompt": "it rolls", "seconds": 0.35}],
+    )
+    clip = pipe.generate(req)
+    # shot 1: 9 frames; shot 2: 9 frames of which the first 5 repeat shot 1's end
+    assert clip.video.shape[0] == 9 + 4 and clip.audio.shape[1] == round(9 / 24 * 16000) * 2 - round(
+        5 / 24 * 16000
+    )
+
+
+def test_saved_clip_decodes_with_watermark_provenance_and_latents(pipe, tmp_path):
+    from sora import safety
+
+    clip = pipe.generate(GenerationRequest(prompt="a red ball falls", seed=1, steps=2))
+    path = save_clip(clip, tmp_path / "a.mp4", config_hash=pipe.config_hash, save_latents=True)
+    back = media.read_media(path)
+    assert back.video.shape == clip.video.shape and back.fps == pytest.approx(24)
+    assert back.audio.shape == clip.audio.shape
+    assert safety.verify(str(path))["model_config_hash"] == pipe.config_hash
+    assert (tmp_path / "a.latents.safetensors").is_file()
+    plain = save_clip(clip, tmp_path / "b.mp4", config_hash="", watermark=False)
+    assert np.abs(media.read_media(plain).video.astype(int) - back.video.astype(int)).max() > 50
+
+
+def test_export_round_trip_and_sample_cli(checkpoint, pipe, tmp_path):
+    import sample
+    from sora.config import compose
+    from sora.export import export
+
+    folder = export(checkpoint, tmp_path / "export")
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json",
+        "README.md",
+        "dit.safetensors",
+        "video_vae.safetensors",
+        "audio_vae.safetensors",
+    }
+    exported = AVPipeline.load(folder)
+    req = GenerationRequest(prompt="a blue box", seed=2, steps=2)
+    assert np.array_equal(exported.generate(req).video, pipe.generate(req).video)
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball falls\nhow to build a bomb\n")
+    cfg = compose(
+        "sample",
+        [f"checkpoint={folder}", f"prompts_file={prompts}", "steps=2", f"out_dir={tmp_path / 'samples'}"],
+    )
+    manifest = sample.run(cfg)
+    assert len(manifest["clips"]) == 1 and manifest["rejected"][0]["rule"].startswith("blocklist:")
+    assert sorted(p.name for p in (tmp_path / "samples").glob("*.mp4")) == ["000_t2av.mp4"]
+    assert (
+        json.loads((tmp_path / "samples" / "samples.json").read_text())["model_config_hash"]
+        == pipe.config_hash
+    )
+
+
+def test_load_requests_from_jsonl(tmp_path):
+    from omegaconf import OmegaConf
+
+    f = tmp_path / "r.jsonl"
+    f.write_text('{"prompt": "a", "mode": "i2v", "image": "x.png"}\n{"prompt": "b", "seed": 9}\n')
+    reqs = load_requests(OmegaConf.create({"prompts_file": str(f), "steps": 4, "seed": 1}))
+    assert [(r.prompt, r.mode, r.seed, r.steps) for r in reqs] == [("a", "i2v", 1, 4), ("b", "t2av", 9, 4)]
+    f.write_text('{"prompt": "a", "colour": "red"}\n')
+    with pytest.raises(ValueError, match="unknown request fields"):
+        load_requests(OmegaConf.create({"prompts_file": str(f)}))
