@@ -1,0 +1,204 @@
+"""Distribution metrics: the Fréchet distance between Gaussians, FVD, and the weight-free Fréchet Trajectory
+Distance.
+
+All three compare two *sets* of clips (generated vs reference), so they live in
+:data:`eval.DISTRIBUTION_METRICS` with the signature
+``metric(generated: list[EvalClip], reference: list[EvalClip]) -> dict[str, float]``, not in the per-clip one.
+
+* :func:`frechet_distance` is the FID formula (Heusel et al. 2017),
+  ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``. Covariances are the unbiased sample covariances
+  (``np.cov``), as in pytorch-fid. The trace of the matrix square root is computed from the eigenvalues of the
+  symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``), which stays real and needs no
+  ``eps`` retry; a test checks it against the ``scipy.linalg.sqrtm`` formula of pytorch-fid's
+  ``calculate_frechet_distance``. Range ``[0, inf)``, lower is better, 0 for identical statistics.
+* :class:`I3DFeatures` / :func:`fvd`: Fréchet Video Distance (Unterthiner et al. 2018) with a user-supplied
+  I3D TorchScript file (nothing is downloaded). The model is called as ``model(x, **call_kwargs)`` with ``x``
+  float ``(N, 3, 16, 224, 224)`` in ``[-1, 1]`` and must return ``(N, D)`` features (D = 400 Kinetics logits
+  in the original). StyleGAN-V's ``i3d_torchscript.pt`` takes flags for its own rescaling, resizing and
+  feature output: pass ``call_kwargs=dict(rescale=False, resize=False, return_features=True)``. Clips are cut
+  to their first 16 frames (the last one repeated if shorter; StyleGAN-V's protocol) and resized bilinearly to
+  224x224. Published FVDs use 2048 clips per side; with fewer clips the number is biased upwards and only
+  comparable between runs of the same size.
+* :func:`frechet_trajectory_distance` (FTD, ours, weight-free, synthetic world only): the Fréchet distance
+  between the Gaussians of per-object trajectory statistics measured by the colour tracker
+  (:data:`TRAJECTORY_FEATURES`), so a model whose objects fall upwards, teleport or never bounce is far from
+  the ground-truth world even when every frame looks right. Each tracked object is one sample. Range
+  ``[0, inf)``, lower is better; two samples of the true world (~20 objects each) differ by ~2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eval.clip import EvalClip
+from eval.tracking import Track, track_clip
+
+TRAJECTORY_FEATURES = (
+    "mean_speed",  # mean |v| over the track, in frame heights per second
+    "max_speed",  # max |v|, frame heights per second
+    "vertical_accel",  # median of the vertical acceleration (down positive), frame heights per s^2
+    "horizontal_accel",  # median |horizontal acceleration|, frame heights per s^2
+    "bounces",  # number of down->up reversals of vertical velocity
+    "start_x",  # x of the first visible centroid / frame width
+    "start_y",  # y of the first visible centroid / frame height
+    "x_travel",  # (last x - first x) / frame width
+    "y_range",  # (max y - min y) / frame height
+    "visible",  # fraction of frames where the object is found
+)
+"""The per-object statistics behind the Fréchet Trajectory Distance, in this order (all unit-free or per frame
+height, so the distance does not depend on the resolution)."""
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` of ``features`` ``(N, D)`` (N >= 2)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"need features of shape (N >= 2, D), got {features.shape}")
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a (numerically) positive semi-definite matrix via ``eigh``."""
+    vals, vecs = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (the FID formula); >= 0, lower is
+    better."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1  # symmetric PSD with the eigenvalues of sigma1 @ sigma2
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
+    diff = mu1 - mu2
+    return float(max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean, 0.0))
+
+
+def frechet_distance_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to two feature sets ``(N_a, D)`` and ``(N_b, D)``."""
+    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+
+
+class I3DFeatures:
+    """Clip-level features from a user-supplied I3D TorchScript file (see the module docstring for the
+    contract)."""
+
+    def __init__(
+        self,
+        weights_path: str,
+        *,
+        num_frames: int = 16,
+        size: int = 224,
+        call_kwargs: dict | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+    ) -> None:
+        self.model = torch.jit.load(str(weights_path), map_location=device).eval()
+        self.num_frames, self.size, self.device, self.batch_size = num_frames, size, device, batch_size
+        self.call_kwargs = dict(call_kwargs or {})
+
+    def preprocess(self, video: np.ndarray) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` -> float ``(3, num_frames, size, size)`` in ``[-1, 1]`` (first frames; last
+        repeated)."""
+        idx = np.minimum(np.arange(self.num_frames), video.shape[0] - 1)
+        x = torch.from_numpy(np.ascontiguousarray(video[idx])).float().permute(0, 3, 1, 2)  # (T, 3, H, W)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()  # (3, T, size, size)
+
+    @torch.no_grad()
+    def __call__(self, videos: Sequence[np.ndarray]) -> np.ndarray:
+        """Features ``(N, D)`` for ``N`` uint8 videos."""
+        feats = []
+        for start in range(0, len(videos), self.batch_size):
+            x = torch.stack([self.preprocess(v) for v in videos[start : start + self.batch_size]]).to(
+                self.device
+            )
+            feats.append(self.model(x, **self.call_kwargs).reshape(x.shape[0], -1).float().cpu())
+        return torch.cat(feats).numpy()
+
+
+def fvd(
+    generated: Sequence[EvalClip], reference: Sequence[EvalClip], extractor: I3DFeatures
+) -> dict[str, float]:
+    """Fréchet Video Distance between two clip sets; ``{"fvd": [0, inf), lower is better}``."""
+    feats_g = extractor([c.video for c in generated])
+    feats_r = extractor([c.video for c in reference])
+    return {"fvd": frechet_distance_from_features(feats_g, feats_r)}
+
+
+def _track_features(track: Track, fps: float, width: int, height: int) -> np.ndarray | None:
+    """The :data:`TRAJECTORY_FEATURES` row of one track (``None`` if the object is seen in < 3 frames)."""
+    seen = track.visible
+    if seen.sum() < 3:
+        return None
+    t = np.flatnonzero(seen)
+    x, y = track.x[seen] / height, track.y[seen] / height
+    dt = np.diff(t) / fps
+    vx, vy = np.diff(x) / dt, np.diff(y) / dt
+    speed = np.hypot(vx, vy)
+    tv = (t[1:] + t[:-1]) / 2 / fps
+    ax = np.diff(vx) / np.diff(tv) if len(vx) > 1 else np.zeros(1)
+    ay = np.diff(vy) / np.diff(tv) if len(vy) > 1 else np.zeros(1)
+    moving = np.abs(vy) > 0.05  # frame heights per second; ignore jitter of objects at rest
+    signs = np.sign(vy[moving])
+    bounces = int(np.sum((signs[:-1] > 0) & (signs[1:] < 0)))
+    return np.array(
+        [
+            speed.mean(),
+            speed.max(),
+            np.median(ay),
+            np.median(np.abs(ax)),
+            bounces,
+            track.x[seen][0] / width,
+            track.y[seen][0] / height,
+            (track.x[seen][-1] - track.x[seen][0]) / width,
+            (track.y[seen].max() - track.y[seen].min()) / height,
+            seen.mean(),
+        ]
+    )
+
+
+def trajectory_features(clip: EvalClip) -> np.ndarray:
+    """Per-object trajectory statistics ``(num_objects, len(TRAJECTORY_FEATURES))`` from the tracker."""
+    tracks = track_clip(clip)
+    _, height, width, _ = clip.video.shape
+    rows = [
+        r for r in (_track_features(tr, clip.fps, width, height) for tr in tracks.values()) if r is not None
+    ]
+    return np.stack(rows) if rows else np.zeros((0, len(TRAJECTORY_FEATURES)))
+
+
+def frechet_trajectory_distance(
+    generated: Sequence[EvalClip], reference: Sequence[EvalClip], *, ridge: float = 1e-6
+) -> dict[str, float]:
+    """Fréchet Trajectory Distance between two sets of synthetic-world clips (see module docstring).
+
+    Features are standardised with the reference set's mean and standard deviation (so every statistic counts
+    equally), and ``ridge * I`` is added to both covariances because small sets give rank-deficient estimates.
+    Returns ``{"ftd": [0, inf), lower is better, "ftd_objects_generated": n, "ftd_objects_reference": n}``.
+    """
+    feats_g = np.concatenate([trajectory_features(c) for c in generated])
+    feats_r = np.concatenate([trajectory_features(c) for c in reference])
+    if len(feats_g) < 2 or len(feats_r) < 2:
+        raise ValueError(f"FTD needs >= 2 tracked objects per set, got {len(feats_g)} and {len(feats_r)}")
+    mean, std = feats_r.mean(axis=0), feats_r.std(axis=0) + 1e-3
+    mu_g, sigma_g = gaussian_stats((feats_g - mean) / std)
+    mu_r, sigma_r = gaussian_stats((feats_r - mean) / std)
+    eye = ridge * np.eye(len(mean))
+    return {
+        "ftd": frechet_distance(mu_g, sigma_g + eye, mu_r, sigma_r + eye),
+        "ftd_objects_generated": float(len(feats_g)),
+        "ftd_objects_reference": float(len(feats_r)),
+    }
