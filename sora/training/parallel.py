@@ -12,8 +12,6 @@ runs before wrapping.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import nn
 
@@ -26,10 +24,6 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     for name in BLOCK_LISTS:
         found.extend(getattr(model, name, None) or [])
     return found
-
-
-def block_classes(models: Iterable[nn.Module]) -> set[type[nn.Module]]:
-    return {type(block) for model in models for block in repeated_blocks(model)}
 
 
 def apply_activation_checkpointing_and_compile(
@@ -69,7 +63,7 @@ def fsdp_strategy(
 ):
     """A Lightning ``FSDPStrategy`` that wraps each transformer block as its own FSDP unit (step 3).
 
-    ``block_class_names`` are dotted class paths (default: the AV-DiT and VAE block classes); parameters are
+    ``block_class_names`` are dotted class paths (default: the AV-DiT block); parameters are
     kept in fp32 and cast to ``param_dtype`` for compute, gradients reduced in ``reduce_dtype`` (fp32 reduces
     avoid bf16 rounding in the all-reduce of small gradients).
     """
@@ -78,7 +72,7 @@ def fsdp_strategy(
     from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp import MixedPrecision
 
-    names = block_class_names or ["sora.models.dit.DualStreamBlock", "sora.models.dit.SingleStreamBlock"]
+    names = block_class_names or ["sora.models.dit.AVDiTBlock"]
     classes = set()
     for dotted in names:
         module_name, _, cls_name = dotted.rpartition(".")
