@@ -18,7 +18,12 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if (
+        GlobalHydra.instance().is_initialized()
+    ):  # inside a running Hydra app (e.g. the quickstart): same conf/
+        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 
