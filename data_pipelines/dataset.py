@@ -105,9 +105,15 @@ class BucketSpec:
             ``tokens = (1 + (T - 1) // temporal_compression) * (H // spatial) * (W // spatial)``.
     """
 
-    def __init__(self, buckets: Mapping, aspect_ratios: Sequence[float] = (1.0,), size_multiple: int = 16,
-                 max_tokens: int | None = None, temporal_compression: int = 4,
-                 spatial_compression: int = 16) -> None:
+    def __init__(
+        self,
+        buckets: Mapping,
+        aspect_ratios: Sequence[float] = (1.0,),
+        size_multiple: int = 16,
+        max_tokens: int | None = None,
+        temporal_compression: int = 4,
+        spatial_compression: int = 16,
+    ) -> None:
         if not buckets:
             raise ValueError("buckets: at least one resolution is needed")
         if not aspect_ratios or any(float(a) <= 0 for a in aspect_ratios):
@@ -121,8 +127,10 @@ class BucketSpec:
             for t, value in dict(frames).items():
                 keep, bs = (list(value) + [None])[:2] if isinstance(value, Sequence) else (1.0, value)
                 if int(t) < 1 or not 0.0 <= float(keep) <= 1.0 or (bs is not None and int(bs) < 1):
-                    raise ValueError(f"buckets.{res}.{t}: need num_frames >= 1, keep_prob in [0, 1], "
-                                     f"batch_size >= 1 or null, got {value}")
+                    raise ValueError(
+                        f"buckets.{res}.{t}: need num_frames >= 1, keep_prob in [0, 1], "
+                        f"batch_size >= 1 or null, got {value}"
+                    )
                 if bs is None and not max_tokens:
                     raise ValueError(f"buckets.{res}.{t}: batch_size is null, so max_tokens must be set")
                 entries.append((int(t), float(keep), None if bs is None else int(bs)))
@@ -140,8 +148,9 @@ class BucketSpec:
     def tokens(self, b: Bucket) -> int:
         return (1 + (b.num_frames - 1) // self.tc) * max(1, b.height // self.sc) * max(1, b.width // self.sc)
 
-    def assign(self, width: int, height: int, duration: float, fps: float, is_image: bool,
-               rng: np.random.Generator) -> Bucket:
+    def assign(
+        self, width: int, height: int, duration: float, fps: float, is_image: bool, rng: np.random.Generator
+    ) -> Bucket:
         """The bucket of a sample: the largest resolution, then the most frames that fit; raises Filtered."""
         if width <= 0 or height <= 0:
             raise SampleError("bad_json", f"size {width}x{height}")
@@ -173,8 +182,9 @@ def resize_crop(frames: np.ndarray, height: int, width: int, rng: np.random.Gene
     x = int(rng.integers(0, w0 - cw + 1)) if rng is not None else (w0 - cw) // 2
     clip = np.ascontiguousarray(frames[:, y : y + ch, x : x + cw].transpose(3, 0, 1, 2), dtype=np.float32)
     if (ch, cw) != (height, width):  # (3, T, ch, cw) -> (3, T, height, width); kernel >= 0 keeps [0, 255]
-        clip = F.interpolate(torch.from_numpy(clip), size=(height, width), mode="bilinear", antialias=True,
-                             align_corners=False).numpy()
+        clip = F.interpolate(
+            torch.from_numpy(clip), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        ).numpy()
     clip *= 1.0 / 127.5
     clip -= 1.0
     return torch.from_numpy(clip)
@@ -196,8 +206,16 @@ def load_audio_window(data: bytes, start: float, duration: float, sample_rate: i
     return wav[:, :n] if wav.shape[1] >= n else F.pad(wav, (0, n - wav.shape[1]))
 
 
-def decode_av_sample(sample: dict, spec: BucketSpec, *, fps: float, sample_rate: int, train: bool,
-                     rng: np.random.Generator, with_audio: bool = True) -> tuple[Bucket, dict]:
+def decode_av_sample(
+    sample: dict,
+    spec: BucketSpec,
+    *,
+    fps: float,
+    sample_rate: int,
+    train: bool,
+    rng: np.random.Generator,
+    with_audio: bool = True,
+) -> tuple[Bucket, dict]:
     """One raw webdataset sample -> (bucket, item) with ``video (3, T, H, W)``, ``audio (1, S)``,
     ``has_audio``, ``caption``, ``fps``, ``meta``. Raises SampleError (bad) or Filtered (no bucket).
     ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``."""
@@ -244,8 +262,14 @@ def decode_av_sample(sample: dict, spec: BucketSpec, *, fps: float, sample_rate:
     n_audio = round(bucket.num_frames / fps * sample_rate)
     video = resize_crop(frames, bucket.height, bucket.width, rng if train else None)
     meta = {**meta, "key": sample.get("__key__"), "url": sample.get("__url__"), "window_start": t0}
-    item = {"video": video, "audio": audio if audio is not None else torch.zeros(1, n_audio),
-            "has_audio": audio is not None, "caption": caption, "fps": float(fps), "meta": meta}
+    item = {
+        "video": video,
+        "audio": audio if audio is not None else torch.zeros(1, n_audio),
+        "has_audio": audio is not None,
+        "caption": caption,
+        "fps": float(fps),
+        "meta": meta,
+    }
     return bucket, item
 
 
@@ -256,7 +280,8 @@ def collate_av(items: list[dict]) -> dict:
         "audio": torch.stack([it["audio"] for it in items]),  # (B, 1, S)
         "has_audio": torch.tensor([it["has_audio"] for it in items], dtype=torch.bool),
         "fps": torch.tensor([it["fps"] for it in items], dtype=torch.float32),
-        "caption": [it["caption"] for it in items], "meta": [it["meta"] for it in items],
+        "caption": [it["caption"] for it in items],
+        "meta": [it["meta"] for it in items],
     }
 
 
@@ -268,7 +293,8 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
     for url in given:
         for u in wds.shardlists.expand_urls(url):
             local_glob = not u.startswith(("pipe:", "http://", "https://", "s3://", "gs://")) and any(
-                c in u for c in "*?[")
+                c in u for c in "*?["
+            )
             out.extend(sorted(glob.glob(u)) if local_glob else [u])
     if not out:
         raise ValueError(f"urls: no shards in {urls!r}")
@@ -284,11 +310,23 @@ class ShardStream(IterableDataset):
     ``resume`` (``{(rank, worker): raw samples to skip}``) are set by the loader before each iteration.
     """
 
-    def __init__(self, urls: str | Sequence[str], decode: Callable[..., tuple[Hashable, dict]],
-                 batch_size: Callable[[Hashable], int], collate: Callable[[list[dict]], dict], *,
-                 train: bool = True, shuffle_buffer: int = 0, shard_shuffle: bool = True,
-                 resampled: bool = False, epoch_samples: int | None = None, drop_partial: bool = True,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        decode: Callable[..., tuple[Hashable, dict]],
+        batch_size: Callable[[Hashable], int],
+        collate: Callable[[list[dict]], dict],
+        *,
+        train: bool = True,
+        shuffle_buffer: int = 0,
+        shard_shuffle: bool = True,
+        resampled: bool = False,
+        epoch_samples: int | None = None,
+        drop_partial: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__()
         self.urls = expand_urls(urls)
         self.decode, self.batch_size, self.collate = decode, batch_size, collate
@@ -361,11 +399,18 @@ class ShardStream(IterableDataset):
         if skipped or filtered:  # counts after the last batch: absorbed by StreamLoader, never reach a model
             yield {"_stats": {"stats_only": True, "skipped": dict(skipped), "filtered": filtered}}
 
-    def _emit(self, items: list[dict], worker: int, epoch: int, position: int, skipped: Counter,
-              filtered: int) -> dict:
+    def _emit(
+        self, items: list[dict], worker: int, epoch: int, position: int, skipped: Counter, filtered: int
+    ) -> dict:
         batch = self.collate(items)
-        batch["_stats"] = {"rank": self.rank, "worker": worker, "epoch": epoch, "position": position,
-                           "skipped": dict(skipped), "filtered": filtered}
+        batch["_stats"] = {
+            "rank": self.rank,
+            "worker": worker,
+            "epoch": epoch,
+            "position": position,
+            "skipped": dict(skipped),
+            "filtered": filtered,
+        }
         return batch
 
     def _shuffle(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
@@ -433,8 +478,14 @@ class StreamLoader(DataLoader):
     Trainer the DataModule records them in ``on_before_batch_transfer`` instead (after Lightning's prefetch).
     """
 
-    def __init__(self, dataset: ShardStream, progress: StreamProgress, auto_record: Callable[[], bool],
-                 train: bool = True, **kwargs) -> None:
+    def __init__(
+        self,
+        dataset: ShardStream,
+        progress: StreamProgress,
+        auto_record: Callable[[], bool],
+        train: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
         self.progress, self.auto_record, self.train = progress, auto_record, train
 
@@ -464,11 +515,22 @@ class StreamingDataModule(L.LightningDataModule):
     Subclasses implement ``_decoder(train) -> (decode(sample, rng=...), batch_size(bucket), collate(items))``.
     """
 
-    def __init__(self, train_urls: str | Sequence[str] | None, val_urls: str | Sequence[str] | None = None,
-                 *, num_workers: int = 2, shuffle_buffer: int = 256, shard_shuffle: bool = True,
-                 resampled: bool = False, epoch_samples: int | None = None, val_samples: int | None = None,
-                 drop_partial: bool = True, seed: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int = 2) -> None:
+    def __init__(
+        self,
+        train_urls: str | Sequence[str] | None,
+        val_urls: str | Sequence[str] | None = None,
+        *,
+        num_workers: int = 2,
+        shuffle_buffer: int = 256,
+        shard_shuffle: bool = True,
+        resampled: bool = False,
+        epoch_samples: int | None = None,
+        val_samples: int | None = None,
+        drop_partial: bool = True,
+        seed: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+    ) -> None:
         super().__init__()
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
@@ -503,16 +565,32 @@ class StreamingDataModule(L.LightningDataModule):
     def _loader(self, urls: str | Sequence[str], train: bool) -> StreamLoader:
         decode, batch_size, collate = self._decoder(train)
         rank, world = self.rank_and_world()
-        stream = ShardStream(urls, decode, batch_size, collate, train=train,
-                             shuffle_buffer=self.shuffle_buffer, shard_shuffle=self.shard_shuffle,
-                             resampled=self.resampled and train,
-                             epoch_samples=self.epoch_samples if train else self.val_samples,
-                             drop_partial=self.drop_partial and train, seed=self.seed, rank=rank,
-                             world_size=world)
+        stream = ShardStream(
+            urls,
+            decode,
+            batch_size,
+            collate,
+            train=train,
+            shuffle_buffer=self.shuffle_buffer,
+            shard_shuffle=self.shard_shuffle,
+            resampled=self.resampled and train,
+            epoch_samples=self.epoch_samples if train else self.val_samples,
+            drop_partial=self.drop_partial and train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
-        return StreamLoader(stream, self.progress if train else self.val_progress,
-                            lambda: self.trainer is None, train=train, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory, worker_init_fn=_init_worker, **extra)
+        return StreamLoader(
+            stream,
+            self.progress if train else self.val_progress,
+            lambda: self.trainer is None,
+            train=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=_init_worker,
+            **extra,
+        )
 
     def train_dataloader(self) -> StreamLoader:
         if not self.train_urls:
@@ -533,8 +611,14 @@ class StreamingDataModule(L.LightningDataModule):
         done = p.started and p.exhausted and p.consumed == p.yielded
         rank, world = self.rank_and_world()
         positions = [] if done else [[r, w, n] for (r, w), n in sorted(p.positions.items())]
-        local = {"rank": rank, "epoch": p.epoch + 1 if done else p.epoch, "positions": positions,
-                 "samples_consumed": p.samples_consumed, "skipped": dict(p.skipped), "filtered": p.filtered}
+        local = {
+            "rank": rank,
+            "epoch": p.epoch + 1 if done else p.epoch,
+            "positions": positions,
+            "samples_consumed": p.samples_consumed,
+            "skipped": dict(p.skipped),
+            "filtered": p.filtered,
+        }
         states = [local]
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             states = [None] * world
@@ -550,9 +634,15 @@ class StreamingDataModule(L.LightningDataModule):
         same = (state["world_size"], state["num_workers"], len(ranks)) == (world, self.num_workers, world)
         if not same:
             each = sum(positions.values()) // (world * max(1, self.num_workers))
-            log.warning("data resume: ranks x workers changed (%s x %s -> %s x %s); each worker skips %d "
-                        "samples (approximate)", state["world_size"], state["num_workers"], world,
-                        self.num_workers, each)
+            log.warning(
+                "data resume: ranks x workers changed (%s x %s -> %s x %s); each worker skips %d "
+                "samples (approximate)",
+                state["world_size"],
+                state["num_workers"],
+                world,
+                self.num_workers,
+                each,
+            )
             positions = {(rank, w): each for w in range(max(1, self.num_workers))} if each else {}
         p = self.progress
         p.epoch, p.positions = int(mine["epoch"]), positions
@@ -574,34 +664,56 @@ class VideoDataModule(StreamingDataModule):
         The streaming arguments are those of :class:`StreamingDataModule`.
     """
 
-    def __init__(self, train_urls: str | Sequence[str] | None = None,
-                 val_urls: str | Sequence[str] | None = None, *, buckets: Mapping,
-                 aspect_ratios: Sequence[float] = (1.0,), fps: float = 24.0, sample_rate: int = 16000,
-                 with_audio: bool = True, size_multiple: int = 16, max_tokens: int | None = None,
-                 temporal_compression: int = 4, spatial_compression: int = 16, **stream_kwargs) -> None:
+    def __init__(
+        self,
+        train_urls: str | Sequence[str] | None = None,
+        val_urls: str | Sequence[str] | None = None,
+        *,
+        buckets: Mapping,
+        aspect_ratios: Sequence[float] = (1.0,),
+        fps: float = 24.0,
+        sample_rate: int = 16000,
+        with_audio: bool = True,
+        size_multiple: int = 16,
+        max_tokens: int | None = None,
+        temporal_compression: int = 4,
+        spatial_compression: int = 16,
+        **stream_kwargs,
+    ) -> None:
         super().__init__(train_urls, val_urls, **stream_kwargs)
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         if sample_rate < 1:
             raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
-        self.spec = BucketSpec(buckets, aspect_ratios, size_multiple, max_tokens, temporal_compression,
-                               spatial_compression)
+        self.spec = BucketSpec(
+            buckets, aspect_ratios, size_multiple, max_tokens, temporal_compression, spatial_compression
+        )
         self.fps, self.sample_rate, self.with_audio = float(fps), int(sample_rate), with_audio
 
     def _decoder(self, train: bool) -> tuple[Callable, Callable, Callable]:
-        decode = partial(decode_av_sample, spec=self.spec, fps=self.fps, sample_rate=self.sample_rate,
-                         train=train, with_audio=self.with_audio)
+        decode = partial(
+            decode_av_sample,
+            spec=self.spec,
+            fps=self.fps,
+            sample_rate=self.sample_rate,
+            train=train,
+            with_audio=self.with_audio,
+        )
         return decode, self.spec.batch_size, collate_av
 
 
 class DataStatsCallback(L.Callback):
     """Logs ``data/skipped`` (bad samples), ``data/filtered`` and ``data/samples_consumed`` every step."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict, batch_idx: int
+    ) -> None:
         dm = trainer.datamodule
         if isinstance(dm, StreamingDataModule):
             p = dm.progress
-            stats = {"data/skipped": float(sum(p.skipped.values())), "data/filtered": float(p.filtered),
-                     "data/samples_consumed": float(p.samples_consumed)}
+            stats = {
+                "data/skipped": float(sum(p.skipped.values())),
+                "data/filtered": float(p.filtered),
+                "data/samples_consumed": float(p.samples_consumed),
+            }
             pl_module.log_dict(stats, on_step=True, on_epoch=False)

@@ -91,9 +91,15 @@ class FileOutcome:
     caption_missing: bool = False
 
     def summary(self) -> dict:
-        return {"source": self.source, "clips": len(self.clips), "dropped": self.dropped, "error": self.error,
-                "partial_error": self.partial_error, "caption_replaced": self.caption_replaced,
-                "caption_missing": self.caption_missing}
+        return {
+            "source": self.source,
+            "clips": len(self.clips),
+            "dropped": self.dropped,
+            "error": self.error,
+            "partial_error": self.partial_error,
+            "caption_replaced": self.caption_replaced,
+            "caption_missing": self.caption_missing,
+        }
 
 
 @dataclass
@@ -120,11 +126,18 @@ class IngestSettings:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> IngestSettings:
-        s = cls(**cfg.clip, **cfg.filter, **cfg.output, sidecar=cfg.caption.sidecar,
-                fetch_timeout=cfg.fetch_timeout)
+        s = cls(
+            **cfg.clip,
+            **cfg.filter,
+            **cfg.output,
+            sidecar=cfg.caption.sidecar,
+            fetch_timeout=cfg.fetch_timeout,
+        )
         checks = {
-            "clip.max_seconds": s.max_seconds > 0, "clip.detect_size": s.detect_size >= 4,
-            "clip.cut_threshold": 0 < s.cut_threshold <= 1, "filter.min_duration": s.min_duration >= 0,
+            "clip.max_seconds": s.max_seconds > 0,
+            "clip.detect_size": s.detect_size >= 4,
+            "clip.cut_threshold": 0 < s.cut_threshold <= 1,
+            "filter.min_duration": s.min_duration >= 0,
             "filter.max_duration": s.max_duration is None or s.max_duration >= s.min_duration,
             "output.max_short_side": s.max_short_side is None or s.max_short_side >= 2,
         }
@@ -165,12 +178,17 @@ def list_sources(input_path: str, extensions: list[str]) -> tuple[list[SourceIte
     problems: list[str] = []
     if path.suffix == ".txt":
         lines = [ln.strip() for ln in _decode_text(path.read_bytes())[0].splitlines()]
-        items = [SourceItem(ln if _is_remote(ln) else str(path.parent / ln))
-                 for ln in lines if ln and not ln.startswith("#")]
+        items = [
+            SourceItem(ln if _is_remote(ln) else str(path.parent / ln))
+            for ln in lines
+            if ln and not ln.startswith("#")
+        ]
         return items, problems
     if path.suffix not in (".csv", ".jsonl"):
-        raise ValueError(f"ingest config: input = {input_path} is not a folder, .csv/.jsonl manifest, "
-                         f".txt URL list or video ({sorted(exts)})")
+        raise ValueError(
+            f"ingest config: input = {input_path} is not a folder, .csv/.jsonl manifest, "
+            f".txt URL list or video ({sorted(exts)})"
+        )
     items = []
     for i, row in enumerate(_manifest_rows(path)):
         src = row.pop("path", None) or row.pop("url", None)
@@ -239,8 +257,12 @@ class _ClipCutter:
         done = None
         diff = None if self.prev is None else float(np.abs(small - self.prev).mean())
         recent = self.diffs[-8:]
-        is_cut = (self.s.scene_cut and diff is not None and diff > self.s.cut_threshold
-                  and (not recent or diff > self.s.cut_ratio * float(np.mean(recent))))
+        is_cut = (
+            self.s.scene_cut
+            and diff is not None
+            and diff > self.s.cut_threshold
+            and (not recent or diff > self.s.cut_ratio * float(np.mean(recent)))
+        )
         if is_cut or len(self.frames) >= self.max_frames:
             done = self.flush()
             self.starts_at_cut = is_cut
@@ -254,8 +276,13 @@ class _ClipCutter:
     def flush(self) -> dict | None:
         if not self.frames:
             return None
-        seg = {"frames": self.frames, "start": self.times[0], "end": self.times[-1] + 1.0 / self.fps,
-               "motion": float(np.mean(self.diffs)) if self.diffs else 0.0, "after_cut": self.starts_at_cut}
+        seg = {
+            "frames": self.frames,
+            "start": self.times[0],
+            "end": self.times[-1] + 1.0 / self.fps,
+            "motion": float(np.mean(self.diffs)) if self.diffs else 0.0,
+            "after_cut": self.starts_at_cut,
+        }
         self.frames, self.times, self.diffs = [], [], []
         return seg
 
@@ -280,8 +307,14 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
         out.error = f"{type(exc).__name__}: {exc}"
         return out
     if info.width < s.min_width or info.height < s.min_height:
-        out.dropped.append({"reason": "low_resolution", "start": 0.0, "end": info.duration,
-                            "detail": f"{info.width}x{info.height}"})
+        out.dropped.append(
+            {
+                "reason": "low_resolution",
+                "start": 0.0,
+                "end": info.duration,
+                "detail": f"{info.width}x{info.height}",
+            }
+        )
         return out
     width, height = _output_size(info.width, info.height, s.max_short_side)
     cutter, index = _ClipCutter(s, info.fps), 0
@@ -294,8 +327,14 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
         try:
             _emit(out, item, s, src, info, seg, index - 1, caption, width, height)
         except Exception as exc:  # noqa: BLE001 - one clip failing to encode must not take the file down
-            out.dropped.append({"reason": "encode_error", "start": seg["start"], "end": seg["end"],
-                                "detail": f"{type(exc).__name__}: {exc}"})
+            out.dropped.append(
+                {
+                    "reason": "encode_error",
+                    "start": seg["start"],
+                    "end": seg["end"],
+                    "detail": f"{type(exc).__name__}: {exc}",
+                }
+            )
 
     decoded = 0
     try:
@@ -325,8 +364,18 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
     return out
 
 
-def _emit(out: FileOutcome, item: SourceItem, s: IngestSettings, src: str | bytes, info: media.MediaInfo,
-          seg: dict, index: int, caption: str, width: int, height: int) -> None:
+def _emit(
+    out: FileOutcome,
+    item: SourceItem,
+    s: IngestSettings,
+    src: str | bytes,
+    info: media.MediaInfo,
+    seg: dict,
+    index: int,
+    caption: str,
+    width: int,
+    height: int,
+) -> None:
     """Filter one segment and append it to ``out`` as a clip or as a drop record."""
     duration = len(seg["frames"]) / info.fps
     span = {"start": round(seg["start"], 4), "end": round(seg["end"], 4)}
@@ -355,10 +404,20 @@ def _emit(out: FileOutcome, item: SourceItem, s: IngestSettings, src: str | byte
     video = np.stack(seg["frames"])  # (T, H, W, 3)
     data = media.encode_mp4(video, info.fps, audio, rate or 16000, crf=s.crf, preset=s.preset)
     meta = {
-        "source": item.source, "clip_index": index, **times, "duration": round(duration, 4), "fps": info.fps,
-        "num_frames": len(seg["frames"]), "width": width, "height": height, "has_audio": audio is not None,
-        "audio_sample_rate": rate, "motion_score": round(seg["motion"], 6), "starts_at_cut": seg["after_cut"],
-        "source_width": info.width, "source_height": info.height,
+        "source": item.source,
+        "clip_index": index,
+        **times,
+        "duration": round(duration, 4),
+        "fps": info.fps,
+        "num_frames": len(seg["frames"]),
+        "width": width,
+        "height": height,
+        "has_audio": audio is not None,
+        "audio_sample_rate": rate,
+        "motion_score": round(seg["motion"], 6),
+        "starts_at_cut": seg["after_cut"],
+        "source_width": info.width,
+        "source_height": info.height,
         "caption_decode_error": out.caption_replaced,
     }
     if audio_error:
@@ -459,8 +518,13 @@ class _ShardWriter:
         self.tar.close()
         tmp, final = self._path(self.index, tmp=True), self._path(self.index)
         os.replace(tmp, final)
-        shard = {"index": self.index, "name": final.name, "samples": len(self.keys),
-                 "bytes": final.stat().st_size, "keys": self.keys}
+        shard = {
+            "index": self.index,
+            "name": final.name,
+            "samples": len(self.keys),
+            "bytes": final.stat().st_size,
+            "keys": self.keys,
+        }
         done = [s for i, s in self.waiting if i <= self.index]
         self.waiting = [(i, s) for i, s in self.waiting if i > self.index]
         self.state.commit(shard, done)
@@ -472,18 +536,24 @@ class _ShardWriter:
         return self.out_dir / (SHARD_PATTERN % index + (".tmp" if tmp else ""))
 
 
-def _report(state: _State, items: list[SourceItem], problems: list[str], this_run: dict,
-            cfg: DictConfig) -> dict:
+def _report(
+    state: _State, items: list[SourceItem], problems: list[str], this_run: dict, cfg: DictConfig
+) -> dict:
     files = list(state.files.values())
     dropped = Counter(d["reason"] for f in files for d in f["dropped"])
     return {
-        "input": str(cfg.input), "out_dir": str(cfg.out_dir),
-        "files_seen": len(items), "files_done": len(files),
+        "input": str(cfg.input),
+        "out_dir": str(cfg.out_dir),
+        "files_seen": len(items),
+        "files_done": len(files),
         "files_with_clips": sum(1 for f in files if f["clips"]),
         "files_unreadable": sum(1 for f in files if f["error"]),
         "unreadable": [{"source": f["source"], "error": f["error"]} for f in files if f["error"]],
-        "files_partial": [{"source": f["source"], "error": f["partial_error"], "clips": f["clips"]}
-                          for f in files if f["partial_error"]],
+        "files_partial": [
+            {"source": f["source"], "error": f["partial_error"], "clips": f["clips"]}
+            for f in files
+            if f["partial_error"]
+        ],
         "clips_written": sum(sh["samples"] for sh in state.shards),
         "clips_dropped": {**{r: 0 for r in DROP_REASONS}, **dropped},
         "captions_non_utf8": sum(1 for f in files if f["caption_replaced"]),
@@ -533,14 +603,23 @@ def run(cfg: DictConfig) -> dict:
     finally:
         if pool is not None:
             pool.terminate()
-    this_run = {"files_processed": len(pending), "clips_written": clips_written,
-                "shards_written": writer.shards_written, "seconds": round(time.time() - t0, 2)}
+    this_run = {
+        "files_processed": len(pending),
+        "clips_written": clips_written,
+        "shards_written": writer.shards_written,
+        "seconds": round(time.time() - t0, 2),
+    }
     report = _report(state, items, problems, this_run, cfg)
     tmp = out_dir / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, out_dir / REPORT_FILE)
-    log.info("ingest: %d clips written this run, %d in total, dropped %s, %d unreadable", clips_written,
-             report["clips_written"], report["clips_dropped"], report["files_unreadable"])
+    log.info(
+        "ingest: %d clips written this run, %d in total, dropped %s, %d unreadable",
+        clips_written,
+        report["clips_written"],
+        report["clips_dropped"],
+        report["files_unreadable"],
+    )
     return report
 
 

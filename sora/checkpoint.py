@@ -101,7 +101,9 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def load_network_from_checkpoint(path: str | Path, name: str, *, use_ema: bool = True) -> tuple[nn.Module, dict]:
+def load_network_from_checkpoint(
+    path: str | Path, name: str, *, use_ema: bool = True
+) -> tuple[nn.Module, dict]:
     """Rebuild the network stored as attribute ``name`` of a project LightningModule checkpoint.
 
     The project's modules save each network's config dict as the hyper-parameter of the same name and keep

@@ -121,7 +121,7 @@ class AVPipeline:
         self.autocast_dtype = autocast_dtype
         self.config_hash = config_hash(configs)
 
-    # ---- loading ---------------------------------------------------------------------------------------------
+    # ---- loading -------------------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> AVPipeline:
@@ -192,7 +192,7 @@ class AVPipeline:
             **kwargs,
         )
 
-    # ---- inputs ------------------------------------------------------------------------------------------------
+    # ---- inputs --------------------------------------------------------------------------------------------
 
     def _check_request(self, req: GenerationRequest) -> tuple[int, int, int, float]:
         if req.mode not in MODES:
@@ -247,7 +247,7 @@ class AVPipeline:
             raise ValueError(f"{path} has no audio stream")
         return media.to_mono(media.resample_audio(audio, sr, self.sampling["sample_rate"]))  # (1, S)
 
-    # ---- latents -----------------------------------------------------------------------------------------------
+    # ---- latents -------------------------------------------------------------------------------------------
 
     def encode_video(self, x: Tensor) -> Tensor:
         """(3, T, H, W) -> normalised latents (1, C, t, h, w)."""
@@ -269,7 +269,7 @@ class AVPipeline:
             audio = a[0].clamp(-1, 1).cpu().numpy().astype(np.float32)
         return video, audio
 
-    # ---- generation ----------------------------------------------------------------------------------------------
+    # ---- generation ----------------------------------------------------------------------------------------
 
     def _autocast(self):
         if self.autocast_dtype is None:

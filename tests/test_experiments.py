@@ -59,7 +59,8 @@ DIT_STEP = [e for e in EXPERIMENTS if e.startswith("dit_") and e != "dit_tiny_pi
 
 
 @pytest.mark.parametrize(
-    "experiment", [pytest.param(e, marks=pytest.mark.slow) if e in ("dit_S", "dit_B") else e for e in DIT_STEP]
+    "experiment",
+    [pytest.param(e, marks=pytest.mark.slow) if e in ("dit_S", "dit_B") else e for e in DIT_STEP],
 )
 def test_dit_experiment_one_step(experiment, latent_shards, tmp_path):
     result = _one_step(

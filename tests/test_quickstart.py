@@ -14,12 +14,33 @@ from sora.config import compose
 def test_quickstart_end_to_end(tmp_path):
     from sora.quickstart import run
 
-    overrides = [f"out_dir={tmp_path}", "train_clips=16", "val_clips=8", "steps.vae_video=2", "steps.vae_audio=2",
-                 "steps.dit=2", "sample_scenes=1", "eval_scenes=1", "sample_steps=2", "train_logger=csv"]
+    overrides = [
+        f"out_dir={tmp_path}",
+        "train_clips=16",
+        "val_clips=8",
+        "steps.vae_video=2",
+        "steps.vae_audio=2",
+        "steps.dit=2",
+        "sample_scenes=1",
+        "eval_scenes=1",
+        "sample_steps=2",
+        "train_logger=csv",
+    ]
     summary = run(compose("quickstart", overrides))
-    for path in ["world/preview.png", "vae_video/checkpoints/last.ckpt", "vae_audio/checkpoints/last.ckpt",
-                 "latents/DONE", "dit/checkpoints/last.ckpt", "export/config.json", "export/README.md",
-                 "samples/samples.json", "results.json", "report.html", "quickstart.json", "quickstart_config.yaml"]:
+    for path in [
+        "world/preview.png",
+        "vae_video/checkpoints/last.ckpt",
+        "vae_audio/checkpoints/last.ckpt",
+        "latents/DONE",
+        "dit/checkpoints/last.ckpt",
+        "export/config.json",
+        "export/README.md",
+        "samples/samples.json",
+        "results.json",
+        "report.html",
+        "quickstart.json",
+        "quickstart_config.yaml",
+    ]:
         assert (tmp_path / path).exists(), path
     samples = json.loads((tmp_path / "samples" / "samples.json").read_text())["clips"]
     assert {c["mode"] for c in samples} == {"t2av", "i2v", "extend", "v2a"}

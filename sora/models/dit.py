@@ -51,8 +51,15 @@ class StreamLayer(nn.Module):
     that would never receive a gradient, which also breaks DDP) and a 2-vector modulation (shift, scale).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, mlp_type: MLPType, qk_norm: bool,
-                 pre_only: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float,
+        mlp_type: MLPType,
+        qk_norm: bool,
+        pre_only: bool = False,
+    ):
         super().__init__()
         self.num_heads, self.pre_only = num_heads, pre_only
         head_dim = hidden_size // num_heads
@@ -107,8 +114,14 @@ class AVDiTBlock(nn.Module):
         self.attn_backend = attn_backend
         n = 1 if shared else len(STREAMS)
         self.layers = nn.ModuleList(
-            StreamLayer(hidden_size, num_heads, mlp_ratio, mlp_type, qk_norm,
-                        pre_only=text_pre_only and not shared and i == STREAMS.index("text"))
+            StreamLayer(
+                hidden_size,
+                num_heads,
+                mlp_ratio,
+                mlp_type,
+                qk_norm,
+                pre_only=text_pre_only and not shared and i == STREAMS.index("text"),
+            )
             for i in range(n)
         )
 

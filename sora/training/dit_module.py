@@ -148,7 +148,7 @@ class AVDiTModule(L.LightningModule):
             compile=self.hparams.compile,
         )
 
-    # ---- data -> normalised latents -------------------------------------------------------------------------
+    # ---- data -> normalised latents ------------------------------------------------------------------------
 
     def _latent_shapes(self, batch: dict) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         if "video_latent" in batch:
@@ -187,7 +187,7 @@ class AVDiTModule(L.LightningModule):
         fps = fps.expand(batch_size) if fps.numel() == 1 else fps
         return self.temporal_compression / fps  # (B,) seconds per video latent frame
 
-    # ---- the step ----------------------------------------------------------------------------------------------
+    # ---- the step ------------------------------------------------------------------------------------------
 
     def sample_t(self, batch_size: int, num_tokens: int) -> Tensor:
         f = self.hparams.flow

@@ -327,7 +327,10 @@ def test_expand_urls_globs_local_shards(tmp_path):
     for i in (2, 0, 1):
         (tmp_path / f"shard-{i:06d}.tar").write_bytes(b"")
     assert [p.rsplit("/", 1)[1] for p in expand_urls(str(tmp_path / "shard-*.tar"))] == [
-        "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+        "shard-000000.tar",
+        "shard-000001.tar",
+        "shard-000002.tar",
+    ]
     assert expand_urls("pipe:cat a*.tar") == ["pipe:cat a*.tar"]
     import pytest
 

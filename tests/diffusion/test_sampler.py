@@ -24,8 +24,13 @@ def _exact_denoiser(x0_video, x0_audio, calls=None):
 @pytest.mark.parametrize("solver,steps", [("euler", 1), ("euler", 7), ("heun", 4)])
 def test_lands_exactly_on_the_data_point(solver, steps):
     x0v, x0a = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 3, 6)
-    v, a = sample(_exact_denoiser(x0v, x0a), torch.randn_like(x0v), torch.randn_like(x0a),
-                  sigma_schedule(steps, shift=3.0), solver=solver)
+    v, a = sample(
+        _exact_denoiser(x0v, x0a),
+        torch.randn_like(x0v),
+        torch.randn_like(x0a),
+        sigma_schedule(steps, shift=3.0),
+        solver=solver,
+    )
     torch.testing.assert_close(v, x0v, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(a, x0a, atol=1e-4, rtol=1e-4)
 
@@ -47,8 +52,14 @@ def test_conditioned_frames_stay_clean_and_see_t_zero():
     vmask = torch.tensor([[True, True, False, False, False]])
     amask = torch.ones(1, 8, dtype=torch.bool)  # audio fully given: audio-to-video
     calls = []
-    v, a = sample(_exact_denoiser(x0v, x0a, calls), torch.randn_like(x0v), torch.randn_like(x0a),
-                  sigma_schedule(5), video_cond=Condition(clean_v, vmask), audio_cond=Condition(x0a * 2, amask))
+    v, a = sample(
+        _exact_denoiser(x0v, x0a, calls),
+        torch.randn_like(x0v),
+        torch.randn_like(x0a),
+        sigma_schedule(5),
+        video_cond=Condition(clean_v, vmask),
+        audio_cond=Condition(x0a * 2, amask),
+    )
     torch.testing.assert_close(v[:, :, :2], clean_v[:, :, :2])
     torch.testing.assert_close(a, x0a * 2)
     for tv, ta in calls:
@@ -71,12 +82,16 @@ def test_guidance_combines_with_separate_scales_and_batches():
     def model(xv, xa, tv, ta, drop):
         calls.append(len(drop))
         d = drop.float()
-        return (1 - d)[:, None, None, None, None] * 3.0 + d[:, None, None, None, None], (1 - d)[:, None, None] * 5.0
+        return (1 - d)[:, None, None, None, None] * 3.0 + d[:, None, None, None, None], (1 - d)[
+            :, None, None
+        ] * 5.0
 
     xv, xa = torch.zeros(2, 1, 1, 1, 1), torch.zeros(2, 1, 1)
     tv, ta = torch.ones(2, 1), torch.ones(2, 1)
     v, a = guided(model, video_scale=2.0, audio_scale=1.5)(xv, xa, tv, ta)
-    assert torch.allclose(v, torch.full_like(v, 1 + 2 * (3 - 1))) and torch.allclose(a, torch.full_like(a, 7.5))
+    assert torch.allclose(v, torch.full_like(v, 1 + 2 * (3 - 1))) and torch.allclose(
+        a, torch.full_like(a, 7.5)
+    )
     assert calls == [4]
     v2, a2 = guided(model, video_scale=2.0, audio_scale=1.5, batch_cfg=False)(xv, xa, tv, ta)
     assert torch.equal(v, v2) and torch.equal(a, a2) and calls == [4, 2, 2]

@@ -19,15 +19,28 @@ class Latents(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         g = torch.Generator().manual_seed(i)
-        return {"video_latent": torch.randn(16, 3, 4, 4, generator=g), "audio_latent": torch.randn(8, 9, generator=g),
-                "has_audio": True, "caption": f"clip {i}", "fps": 24.0}
+        return {
+            "video_latent": torch.randn(16, 3, 4, 4, generator=g),
+            "audio_latent": torch.randn(8, 9, generator=g),
+            "has_audio": True,
+            "caption": f"clip {i}",
+            "fps": 24.0,
+        }
 
 
 def main(out_dir: str) -> None:
     L.seed_everything(0)
     module = AVDiTModule(dit=DIT, text_encoder=TEXT, optim={"lr": 1e-2, "warmup_steps": 0, "total_steps": 10})
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, torch.utils.data.DataLoader(Latents(), batch_size=2))
     total = sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(module.parameters()))
     Path(out_dir, f"rank{trainer.global_rank}.txt").write_text(f"{total!r} {trainer.global_step}")

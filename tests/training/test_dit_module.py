@@ -16,13 +16,19 @@ TEXT = {"_target_": "sora.models.text.ByteTextEncoder", "dim": 16, "depth": 1, "
 
 
 def _batch(b=2, has_audio=(True, False)):
-    return {"video_latent": torch.randn(b, 16, 3, 4, 4), "audio_latent": torch.randn(b, 8, 9),
-            "has_audio": torch.tensor(has_audio), "caption": ["a red ball falls", "a blue box slides"][:b],
-            "fps": torch.full((b,), 24.0)}
+    return {
+        "video_latent": torch.randn(b, 16, 3, 4, 4),
+        "audio_latent": torch.randn(b, 8, 9),
+        "has_audio": torch.tensor(has_audio),
+        "caption": ["a red ball falls", "a blue box slides"][:b],
+        "fps": torch.full((b,), 24.0),
+    }
 
 
 def _module(**kw):
-    return AVDiTModule(dit=DIT, text_encoder=TEXT, optim={"lr": 1e-3, "warmup_steps": 0, "total_steps": 10}, **kw)
+    return AVDiTModule(
+        dit=DIT, text_encoder=TEXT, optim={"lr": 1e-3, "warmup_steps": 0, "total_steps": 10}, **kw
+    )
 
 
 def test_loss_terms_and_flops():
@@ -51,8 +57,15 @@ def test_training_steps_write_a_checkpoint_that_rebuilds(tmp_path):
 
     module = _module()
     data = [_batch() for _ in range(4)]
-    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[EMA(0.9)], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMA(0.9)],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
     trainer.save_checkpoint(tmp_path / "dit.ckpt")
     ckpt = load_torch_checkpoint(tmp_path / "dit.ckpt")  # weights_only: nothing but tensors and plain data
@@ -71,7 +84,9 @@ def test_training_steps_write_a_checkpoint_that_rebuilds(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     script = Path(__file__).with_name("ddp_dit_check.py")
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
     assert r0 == r1 and r0.endswith(" 2"), (r0, r1)

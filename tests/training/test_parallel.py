@@ -10,8 +10,14 @@ from sora.training.parallel import apply_activation_checkpointing_and_compile, f
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 8, 6, generator=g), torch.rand(2, generator=g),
-            torch.rand(2, generator=g), torch.randn(2, 3, 16, generator=g), torch.ones(2, 3, dtype=torch.bool))
+    return (
+        torch.randn(2, 16, 2, 4, 4, generator=g),
+        torch.randn(2, 8, 6, generator=g),
+        torch.rand(2, generator=g),
+        torch.rand(2, generator=g),
+        torch.randn(2, 3, 16, generator=g),
+        torch.ones(2, 3, dtype=torch.bool),
+    )
 
 
 def _model():
