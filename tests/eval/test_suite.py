@@ -13,60 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from eval import METRICS
 from eval.suite import crop_meta, run
 from sora import media
 from sora.config import compose
 
-VIDEO_VAE = {
-    "_target_": "sora.models.video_vae.CausalVideoVAE",
-    "latent_channels": 16,
-    "base_channels": 8,
-    "channel_mult": [1, 2, 2],
-    "num_res_blocks": 1,
-    "temporal_compression": 4,
-    "patch_size": 2,
-}
-AUDIO_VAE = {
-    "_target_": "sora.models.audio_vae.AudioVAE",
-    "latent_channels": 8,
-    "base_channels": 8,
-    "channel_mult": [1, 2, 2],
-    "num_res_blocks": 1,
-}
-DIT = {"_target_": "sora.models.dit.AVDiT", "hidden_size": 32, "depth": 2, "num_heads": 2, "text_dim": 16}
-TEXT = {"_target_": "sora.models.text.ByteTextEncoder", "dim": 16, "depth": 1, "num_heads": 2}
-SAMPLING = {"fps": 24, "num_frames": 9, "height": 32, "width": 32, "max_num_frames": 21, "max_size": 64}
-
 FAST_METRICS = "[physics_laws,spatial,persistence,onset_sync]"
 """The metrics behind the summary numbers (the full list costs ~2x the time on 2 cores)."""
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A DiT-stage checkpoint with random (but non-zero: adaLN-zero outputs would be 0) weights.
-
-    The networks and configs of ``tests/sora/test_pipeline.py``'s fixture, saved as the plain
-    ``{"state_dict", "hyper_parameters"}`` dict that ``AVPipeline.load`` reads (the quickstart's untrained
-    baseline is written the same way), which spares importing Lightning (~15 s on 2 shared cores).
-    """
-    from sora.checkpoint import build_module
-
-    torch.manual_seed(0)
-    configs = {"dit": DIT, "text_encoder": TEXT, "video_vae": VIDEO_VAE, "audio_vae": AUDIO_VAE}
-    state = {}
-    for name, config in configs.items():
-        net = build_module(config)
-        if name == "dit":
-            with torch.no_grad():
-                for p in net.parameters():
-                    p.add_(torch.randn_like(p) * 0.02)
-        state.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
-    path = tmp_path_factory.mktemp("ckpt") / "dit.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": {**configs, "sampling": SAMPLING}}, path)
-    return path
+def checkpoint(tiny_av_checkpoint):
+    return tiny_av_checkpoint
 
 
 @pytest.fixture(scope="module")

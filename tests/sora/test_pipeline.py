@@ -9,46 +9,11 @@ import torch
 
 from sora import media
 from sora.pipeline import AVPipeline, GenerationRequest, load_requests, save_clip
-from sora.training.dit_module import AVDiTModule
-
-VIDEO_VAE = {
-    "_target_": "sora.models.video_vae.CausalVideoVAE",
-    "latent_channels": 16,
-    "base_channels": 8,
-    "channel_mult": [1, 2, 2],
-    "num_res_blocks": 1,
-    "temporal_compression": 4,
-    "patch_size": 2,
-}
-AUDIO_VAE = {
-    "_target_": "sora.models.audio_vae.AudioVAE",
-    "latent_channels": 8,
-    "base_channels": 8,
-    "channel_mult": [1, 2, 2],
-    "num_res_blocks": 1,
-}
-DIT = {"_target_": "sora.models.dit.AVDiT", "hidden_size": 32, "depth": 2, "num_heads": 2, "text_dim": 16}
-TEXT = {"_target_": "sora.models.text.ByteTextEncoder", "dim": 16, "depth": 1, "num_heads": 2}
-SAMPLING = {"fps": 24, "num_frames": 9, "height": 32, "width": 32, "max_num_frames": 21, "max_size": 64}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A DiT-stage checkpoint with random (but non-zero: adaLN-zero outputs would be 0) weights."""
-    import lightning as L
-
-    torch.manual_seed(0)
-    module = AVDiTModule(
-        dit=DIT, text_encoder=TEXT, video_vae=VIDEO_VAE, audio_vae=AUDIO_VAE, sampling=SAMPLING
-    )
-    with torch.no_grad():
-        for p in module.dit.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    path = tmp_path_factory.mktemp("ckpt") / "dit.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+def checkpoint(tiny_av_checkpoint):
+    return tiny_av_checkpoint
 
 
 @pytest.fixture(scope="module")
