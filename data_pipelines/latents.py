@@ -1,7 +1,11 @@
 """Latent cache: shards -> latent shards with trained VAEs, and a DataModule that reads them back.
 
 ``python -m data_pipelines.latents shards='/data/s/shard-{000000..000099}.tar' out_dir=/data/lat
-vae.video=v.ckpt vae.audio=a.safetensors`` (or :func:`encode_shards` with ``nn.Module`` objects from Python).
+vae.video=outputs/vae_video_tiny/checkpoints/last.ckpt vae.audio=outputs/vae_audio_tiny/checkpoints/last.ckpt``
+(or :func:`encode_shards` with ``nn.Module`` objects from Python). A VAE training checkpoint of this project
+(``train.py experiment=vae_*``) carries the network's config, its EMA weights and its latent statistics, so
+nothing else is needed (:func:`sora.checkpoint.load_network_from_checkpoint`); ``.safetensors`` weights (or a
+foreign ``.ckpt``) need the constructor arguments in ``vae.video_model`` / ``vae.audio_model``.
 
 Per input shard ``i`` (in the order given) one output shard ``shard-%06d.tar`` holds, per sample:
 ``video_latent.npy`` ``(C, t, h, w)`` and ``audio_latent.npy`` ``(C, L)``: the RAW posterior MEAN by
@@ -55,6 +59,7 @@ from data_pipelines.dataset import (
     decode_av_sample,
     expand_urls,
 )
+from sora.checkpoint import load_network_from_checkpoint
 from sora.config import CONF_DIR, save_resolved_config
 
 log = logging.getLogger(__name__)
@@ -116,6 +121,41 @@ def load_vae(model_cfg: Mapping, weights: str | None, *, key_prefix: str | None 
     else:
         module.load_state_dict(_strip_prefix(load_state_dict_file(weights), module, key_prefix), strict=True)
     return module.eval()
+
+
+def is_network_checkpoint(path: str | os.PathLike, name: str = "vae") -> bool:
+    """Whether ``path`` is a project Lightning checkpoint holding the network config ``name`` (hyper-parameter).
+
+    The file is memory-mapped (``weights_only=True``), so asking does not read its tensors.
+    """
+    if str(path).endswith(".safetensors") or not os.path.isfile(path):
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip-format torch file: not ours; load_vae reports the real error
+        return False
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    return isinstance(hparams, Mapping) and isinstance(hparams.get(name), Mapping)
+
+
+def load_vae_for(role: str, weights: str | None, model_cfg: Mapping | None, *, key_prefix: str | None = None,
+                 use_ema: bool = True, allowed_targets: Sequence[str] = ("sora.",),
+                 allow_random_init: bool = False) -> nn.Module:
+    """The ``role`` ("video" or "audio") VAE: from a project VAE training checkpoint when ``weights`` is one
+    (config, EMA weights and latent statistics from the file; ``model_cfg`` is ignored), else
+    :func:`load_vae` with ``model_cfg`` (``.safetensors`` or a foreign ``.ckpt``)."""
+    if weights is not None and is_network_checkpoint(weights, "vae"):
+        net, config = load_network_from_checkpoint(weights, "vae", use_ema=use_ema)
+        target = str(config.get("_target_", ""))
+        if f"{role}_vae" not in target.rsplit(".", 1)[0]:
+            raise ValueError(f"vae.{role}={weights} holds a {target}, not a {role} VAE")
+        log.info("latents: %s VAE %s from %s (%s weights)", role, target, weights, "EMA" if use_ema else "raw")
+        return net.eval()
+    if model_cfg is None:
+        raise ValueError(f"vae.{role}={weights} is not a VAE training checkpoint: set vae.{role}_model to the "
+                         "constructor arguments of its weights")
+    return load_vae(model_cfg, weights, key_prefix=key_prefix, allowed_targets=allowed_targets,
+                    allow_random_init=allow_random_init)
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -373,10 +413,13 @@ def run(cfg: DictConfig) -> dict:
     """Load the VAEs (and an optional frozen text encoder) named in ``cfg`` and encode ``cfg.shards``."""
     v = cfg.vae
     common = {"allowed_targets": list(v.allowed_targets), "allow_random_init": bool(v.allow_random_init)}
-    video_vae = load_vae(v.video_model, v.video, key_prefix=v.video_key_prefix, **common)
+    use_ema = bool(v.get("use_ema", True))
+    video_vae = load_vae_for("video", v.video, v.video_model, key_prefix=v.video_key_prefix, use_ema=use_ema,
+                             **common)
     audio_vae = None
-    if v.audio_model is not None:
-        audio_vae = load_vae(v.audio_model, v.audio, key_prefix=v.audio_key_prefix, **common)
+    if v.audio is not None or v.audio_model is not None:  # neither: no audio latents
+        audio_vae = load_vae_for("audio", v.audio, v.audio_model, key_prefix=v.audio_key_prefix,
+                                 use_ema=use_ema, **common)
     text = None
     if cfg.text.encoder is not None:
         text = load_vae(cfg.text.encoder, cfg.text.weights, allowed_targets=common["allowed_targets"],

@@ -289,3 +289,49 @@ def test_real_video_vae_if_available(shards, tmp_path):
         for k, v in _read(tmp_path / "shard-000000.tar").items()
     }
     assert shapes == {"mute": (4, 5, 8, 8), "short1": (4, 3, 8, 8)}
+
+
+def _vae_checkpoint(path: Path, module: nn.Module, ema_shift: float = 0.0) -> Path:
+    """What a VAE training run (sora.training.vae_module) writes: hparams, state_dict, EMA weights."""
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    ema = {k: v + ema_shift if k.startswith("vae.") and "latent_std" not in k else v for k, v in state.items()
+           if k.startswith("vae.")}
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state, "ema_state_dict": ema}, path)
+    return path
+
+
+def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
+    from sora.training.vae_module import AudioVAEModule, VideoVAEModule
+
+    # Constructor arguments live only in the checkpoints: the CLI's default video_model / audio_model
+    # (full-size networks) would not even accept these weights.
+    video_cfg = {"_target_": "sora.models.video_vae.CausalVideoVAE", "latent_channels": 4, "base_channels": 4,
+                 "channel_mult": [1, 2, 2], "num_res_blocks": 1, "patch_size": 2}
+    audio_cfg = {"_target_": "sora.models.audio_vae.AudioVAE", "latent_channels": 4, "base_channels": 8,
+                 "channel_mult": [1, 1, 1], "num_res_blocks": 1}
+    torch.manual_seed(0)
+    video, audio = VideoVAEModule(vae=video_cfg), AudioVAEModule(vae=audio_cfg)
+    video.vae.set_latent_stats(torch.arange(4.0), torch.full((4,), 2.0))
+    v_ckpt = _vae_checkpoint(tmp_path / "video.ckpt", video, ema_shift=0.01)
+    a_ckpt = _vae_checkpoint(tmp_path / "audio.ckpt", audio)
+    cfg = compose("latents", [f"shards={shards[1]}", f"out_dir={tmp_path / 'out'}", f"vae.video={v_ckpt}",
+                              f"vae.audio={a_ckpt}", "num_workers=0", "device=cpu", "normalize=true",
+                              "buckets={64px: [17, 9]}"])
+    report = run(cfg)
+    assert report["samples_written"] == 2
+    sample = _read(tmp_path / "out" / "shard-000000.tar")["short1"]
+    lat = np.load(io.BytesIO(sample["video_latent.npy"]))
+    assert lat.shape == (4, 3, 8, 8) and np.load(io.BytesIO(sample["audio_latent.npy"])).shape[0] == 4
+    # the EMA weights and the checkpoint's latent statistics were used
+    ema_vae = VideoVAEModule(vae=video_cfg).vae
+    ema_vae.load_state_dict({k[4:]: v for k, v in torch.load(v_ckpt, weights_only=True)["ema_state_dict"].items()})
+    spec = BucketSpec({"64px": {17: [1.0, 1], 9: [1.0, 1]}})
+    _, item = decode_av_sample({**_clip(12), "__key__": "short1"}, spec, fps=24.0, sample_rate=SR, train=False,
+                               rng=np.random.default_rng(0))
+    with torch.no_grad():
+        expected = ema_vae.normalize_latents(ema_vae.encode(item["video"][None]).mean)[0]
+    np.testing.assert_allclose(lat, expected.numpy(), atol=1e-4)
+    # a checkpoint of the wrong kind is named
+    bad = compose("latents", [f"shards={shards[1]}", f"out_dir={tmp_path / 'bad'}", f"vae.video={a_ckpt}"])
+    with pytest.raises(ValueError, match="not a video VAE"):
+        run(bad)
