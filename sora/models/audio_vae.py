@@ -94,21 +94,50 @@ class GriffinLimVocoder(nn.Module):
         return wav.clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, F * hop)
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with at most 32 groups of at least 8 channels (as the video VAE's `NormAct`: a group of one
+    channel erases that channel's mean over the clip)."""
+    return nn.GroupNorm(math.gcd(max(1, min(32, channels // 8)), channels), channels)
+
+
 class ResBlock1d(nn.Module):
-    """Pre-norm residual block of two kernel-3 convs; `(B, C_in, N) -> (B, C_out, N)`."""
+    """Pre-norm residual block of two kernel-3 convs; `(B, C_in, N) -> (B, C_out, N)`.
+
+    The second conv starts at zero, so a fresh block is its skip path (as in the video VAE)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(math.gcd(32, in_channels), in_channels)
+        self.norm1 = group_norm(in_channels)
         self.conv1 = nn.Conv1d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(math.gcd(32, out_channels), out_channels)
+        self.norm2 = group_norm(out_channels)
         self.conv2 = nn.Conv1d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, N)
         h = self.conv2(F.silu(self.norm2(h)))  # (B, C_out, N)
         return h + self.skip(x)
+
+
+class OutHead(nn.Module):
+    """`conv(silu(norm(x)))`, plus a 1x1 linear shortcut from `x` into the first `shortcut_channels` outputs
+    (the encoder's latent mean, or all of the decoder's mels): the norm alone erases per-clip levels.
+    `(B, C, N) -> (B, C_out, N)`."""
+
+    def __init__(self, channels: int, out_channels: int, shortcut_channels: int | None) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv = nn.Conv1d(channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv1d(channels, shortcut_channels, 1) if shortcut_channels else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(F.silu(self.norm(x)))  # (B, C_out, N)
+        if self.shortcut is None:
+            return y
+        k = self.shortcut.out_channels
+        return torch.cat([y[:, :k] + self.shortcut(x), y[:, k:]], dim=1)
 
 
 class AudioVAE(LatentStatsMixin):
@@ -122,6 +151,7 @@ class AudioVAE(LatentStatsMixin):
         sample_rate, n_fft, hop_length, n_mels: mel front end (16000, 1024, 160, 64).
         latent_rate: latent frames per second (25); `sample_rate / latent_rate` must be `hop_length * 2^k`.
         vocoder: mel -> waveform for `decode_audio`; a `GriffinLimVocoder` with matching framing by default.
+        shortcut: 1x1 linear paths around the encoder's and the decoder's output norm + conv (`OutHead`).
     """
 
     # Defaults, readable on the class (e.g. to size data before a model exists); instances set their own.
@@ -144,6 +174,7 @@ class AudioVAE(LatentStatsMixin):
         n_mels: int = 64,
         latent_rate: int = 25,
         vocoder: Vocoder | None = None,
+        shortcut: bool = True,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -172,12 +203,7 @@ class AudioVAE(LatentStatsMixin):
                 ch = w
             if i < len(widths) - 1:
                 enc.append(nn.Conv1d(ch, ch, 3, stride=2 if downs[i] else 1, padding=1))
-        enc += [
-            ResBlock1d(ch, ch),
-            nn.GroupNorm(math.gcd(32, ch), ch),
-            nn.SiLU(),
-            nn.Conv1d(ch, 2 * latent_channels, 3, padding=1),
-        ]
+        enc += [ResBlock1d(ch, ch), OutHead(ch, 2 * latent_channels, latent_channels if shortcut else None)]
         self.encoder = nn.Sequential(*enc)
 
         dec: list[nn.Module] = [nn.Conv1d(latent_channels, ch, 3, padding=1), ResBlock1d(ch, ch)]
@@ -189,7 +215,7 @@ class AudioVAE(LatentStatsMixin):
                 if downs[i - 1]:
                     dec.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
                 dec.append(nn.Conv1d(ch, ch, 3, padding=1))
-        dec += [nn.GroupNorm(math.gcd(32, ch), ch), nn.SiLU(), nn.Conv1d(ch, n_mels, 3, padding=1)]
+        dec.append(OutHead(ch, n_mels, n_mels if shortcut else None))
         self.decoder = nn.Sequential(*dec)
         self._init_latent_stats(latent_channels)
         self.vocoder: Vocoder = (

@@ -38,8 +38,14 @@ class NormAct(nn.Module):
     normalised with its own statistics, so tiling is approximate (hence the blending). Float32 under autocast.
     """
 
-    def __init__(self, channels: int, groups: int = 32, eps: float = 1e-6) -> None:
+    def __init__(
+        self, channels: int, groups: int = 32, eps: float = 1e-6, min_group_channels: int = 8
+    ) -> None:
         super().__init__()
+        # At least `min_group_channels` channels per group: a group of one channel (instance norm) erases the
+        # per-frame mean of that channel, i.e. the colour of a flat backdrop, which narrow (tiny) models then
+        # struggle to carry (measured on the synthetic world: 2 groups at 16 channels beat 16 groups).
+        groups = max(1, min(groups, channels // min_group_channels))
         self.norm = nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
@@ -98,6 +104,11 @@ class ResBlock3d(nn.Module):
         self.act2 = NormAct(out_channels)
         self.conv2 = CausalConv3d(out_channels, out_channels, 3)
         self.skip = CausalConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        # Zero-initialised residual branch: a fresh block is its skip path, so a fresh VAE is a linear
+        # down/up-sampler (with the shortcuts) that the blocks refine (+2 dB held-out PSNR after 1000 steps
+        # of the tiny VAE on the synthetic world).
+        nn.init.zeros_(self.conv2.conv.weight)
+        nn.init.zeros_(self.conv2.conv.bias)
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
         h = self.conv1(self.act1(x), cache)  # (B, C_out, T, H, W)
@@ -176,9 +187,11 @@ class Encoder3d(nn.Module):
         num_res_blocks: int,
         temporal_down: Sequence[bool],
         patch_size: int,
+        shortcut: bool = True,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.latent_channels = latent_channels
         ch = base_channels * channel_mult[0]
         layers: list[nn.Module] = [CausalConv3d(in_channels * patch_size**2, ch, 3)]
         for i, mult in enumerate(channel_mult):
@@ -193,13 +206,20 @@ class Encoder3d(nn.Module):
         # of noise swamping the mean, and the KL term then pulls the variance up to what the data allows.
         nn.init.constant_(layers[-1].conv.bias[latent_channels:], -6.0)
         self.layers = nn.ModuleList(layers)
+        # A 1x1 linear path from the residual stream to the latent mean, around the final GroupNorm (which
+        # removes each frame's per-group mean, hence flat colours); the decoder has the same around its own.
+        self.shortcut = CausalConv3d(ch, latent_channels, 1) if shortcut else None
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
         p = self.patch_size
         x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)  # (B, C * p * p, T, H / p, W / p)
-        for layer in self.layers:
+        for layer in self.layers[:-2]:
             x = layer(x, cache)
-        return x  # (B, 2 * latent_channels, t, h, w)
+        moments = self.layers[-1](self.layers[-2](x, cache), cache)  # (B, 2 * latent_channels, t, h, w)
+        if self.shortcut is None:
+            return moments
+        mean = moments[:, : self.latent_channels] + self.shortcut(x)
+        return torch.cat([mean, moments[:, self.latent_channels :]], dim=1)
 
 
 class Decoder3d(nn.Module):
@@ -214,6 +234,7 @@ class Decoder3d(nn.Module):
         num_res_blocks: int,
         temporal_down: Sequence[bool],
         patch_size: int,
+        shortcut: bool = True,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -229,11 +250,14 @@ class Decoder3d(nn.Module):
         layers.append(NormAct(ch))
         self.conv_out = CausalConv3d(ch, out_channels * patch_size**2, 3)
         self.layers = nn.ModuleList(layers)
+        self.shortcut = CausalConv3d(ch, out_channels * patch_size**2, 1) if shortcut else None
 
     def forward(self, z: Tensor, cache: Cache | None = None) -> Tensor:
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             z = layer(z, cache)
-        x = self.conv_out(z, cache)  # (B, C_out * p * p, T, H / p, W / p)
+        x = self.conv_out(self.layers[-1](z, cache), cache)  # (B, C_out * p * p, T, H / p, W / p)
+        if self.shortcut is not None:
+            x = x + self.shortcut(z)
         p = self.patch_size
         return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=p, q=p)  # (B, C_out, T, H, W)
 
@@ -292,6 +316,9 @@ class CausalVideoVAE(LatentStatsMixin):
             the temporal downsamplings are applied at the deepest levels.
         patch_size: space-to-depth factor applied before the first conv (and undone after the last), which
             makes the full-resolution level cheap. Spatial compression: `patch_size * 2 ** (len(mult) - 1)`.
+        shortcut: 1x1 linear paths around the encoder's and the decoder's output norm + conv (the final
+            GroupNorm erases flat colours). Measured on the tiny VAE (synthetic world, 1000 steps): +3.6 dB
+            held-out PSNR. Off reproduces the earlier topology.
     """
 
     def __init__(
@@ -303,6 +330,7 @@ class CausalVideoVAE(LatentStatsMixin):
         num_res_blocks: int = 2,
         temporal_compression: int = 4,
         patch_size: int = 1,
+        shortcut: bool = True,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -320,7 +348,15 @@ class CausalVideoVAE(LatentStatsMixin):
         self.temporal_compression = temporal_compression
         self.spatial_compression = patch_size * 2**n_down
         temporal_down = [i >= n_down - t_down for i in range(n_down)]
-        args = (latent_channels, base_channels, channel_mult, num_res_blocks, temporal_down, patch_size)
+        args = (
+            latent_channels,
+            base_channels,
+            channel_mult,
+            num_res_blocks,
+            temporal_down,
+            patch_size,
+            shortcut,
+        )
         self.encoder = Encoder3d(in_channels, *args)
         self.decoder = Decoder3d(in_channels, *args)
         self._init_latent_stats(latent_channels)

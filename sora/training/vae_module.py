@@ -175,6 +175,7 @@ class VAEModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._recon_written, self._val_batches = 0, 0
+        self._val_values: dict[str, list[float]] = {}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._val_batches += 1
@@ -184,11 +185,22 @@ class VAEModule(L.LightningModule):
         for name, values in metrics.items():
             if values.numel():
                 self.log(f"val/{name}", values.float().mean(), batch_size=values.numel(), sync_dist=True)
+                self._val_values.setdefault(f"val/{name}", []).extend(values.float().tolist())
         self._write_recons(items)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_batches == 0 and not self.trainer.sanity_checking:
             log.warning("validation saw no batch: check data.val_urls (missing shards are skipped)")
+            return
+        if not self.trainer.sanity_checking:  # also in train.log whatever the logger (this rank's clips)
+            means = {k: float(np.mean(v)) for k, v in sorted(self._val_values.items())}
+            n = max((len(v) for v in self._val_values.values()), default=0)
+            log.info(
+                "step %d, %d clips: %s",
+                self.global_step,
+                n,
+                ", ".join(f"{k} {v:.4g}" for k, v in means.items()),
+            )
 
     def _write_recons(self, items: list[dict]) -> None:
         todo = self.hparams.num_recon_clips - self._recon_written
@@ -279,7 +291,9 @@ class VideoVAEModule(VAEModule):
 
     def _clip(self, optimizer: Any) -> None:
         if self.hparams.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     def _adversarial_step(self, batch: dict) -> Tensor:
         """One autoencoder step (with the adversarial term once active), then one discriminator step."""
@@ -324,7 +338,9 @@ class VideoVAEModule(VAEModule):
             ref, rec = tensor_to_video(video[i]), tensor_to_video(recon[i])  # uint8 (T, H, W, 3)
             values["psnr"].append(psnr(rec, ref))
             values["ssim"].append(ssim(rec, ref))
-            items.append({"frames": np.concatenate([ref, rec], axis=2), "fps": float(fps[min(i, len(fps) - 1)])})
+            items.append(
+                {"frames": np.concatenate([ref, rec], axis=2), "fps": float(fps[min(i, len(fps) - 1)])}
+            )
         return {k: torch.tensor(v, device=self.device) for k, v in values.items()}, items
 
     def write_recon(self, item: dict, path: Path) -> None:
@@ -352,7 +368,9 @@ class AudioVAEModule(VAEModule):
         num_recon_clips: int = 4,
         recon_dir: str | None = None,
     ) -> None:
-        super().__init__(vae=vae, loss=loss, optim=optim, num_recon_clips=num_recon_clips, recon_dir=recon_dir)
+        super().__init__(
+            vae=vae, loss=loss, optim=optim, num_recon_clips=num_recon_clips, recon_dir=recon_dir
+        )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
         from sora.models.audio_vae import AudioVAELoss
@@ -392,8 +410,14 @@ class AudioVAEModule(VAEModule):
         }
         fps = float(torch.as_tensor(batch.get("fps", 24.0)).reshape(-1)[0])
         items = [
-            {"target": target[i].cpu(), "recon": recon[i].cpu(), "audio": ref[i], "recon_audio": wav[i].cpu().numpy(),
-             "sample_rate": sr, "fps": fps}
+            {
+                "target": target[i].cpu(),
+                "recon": recon[i].cpu(),
+                "audio": ref[i],
+                "recon_audio": wav[i].cpu().numpy(),
+                "sample_rate": sr,
+                "fps": fps,
+            }
             for i in range(audio.shape[0])
         ]
         return {k: v.to(self.device) for k, v in values.items()}, items
@@ -507,7 +531,9 @@ class LatentStats(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "latent_means"):
-            raise TypeError(f"{type(pl_module).__name__} has no latent_means(): LatentStats needs a VAEModule")
+            raise TypeError(
+                f"{type(pl_module).__name__} has no latent_means(): LatentStats needs a VAEModule"
+            )
         self.stats = self.measure(trainer, pl_module)
         if not self.stats:
             return
@@ -520,8 +546,11 @@ class LatentStats(L.Callback):
             ema.shadow["vae.latent_mean"].copy_(mean)
             ema.shadow["vae.latent_std"].copy_(std)
         mean, std = self.stats.get("ema", self.stats["raw"])
-        log.info("latent stats: mean %s std %s", [round(v, 3) for v in mean.tolist()],
-                 [round(v, 3) for v in std.tolist()])
+        log.info(
+            "latent stats: mean %s std %s",
+            [round(v, 3) for v in mean.tolist()],
+            [round(v, 3) for v in std.tolist()],
+        )
         for cb in trainer.checkpoint_callbacks:
             last = getattr(cb, "last_model_path", "")
             if last:

@@ -118,6 +118,14 @@ def test_no_audio_gives_zeros_and_flag(mixed):
     assert _keys(batch) == ["noaudio"] and not batch["has_audio"][0] and batch["audio"].abs().sum() == 0
 
 
+def test_val_buckets_differ_from_train_buckets(mixed):
+    dm = _dm(mixed[0], {"64px": {5: [1.0, 4]}}, val_urls=mixed[0], val_buckets={"64px": {17: [1.0, 2]}})
+    train = [b["video"].shape for b in dm.train_dataloader()]
+    val = [b["video"].shape for b in dm.val_dataloader()]
+    assert train == [(4, 3, 5, 64, 64)]  # 6 clips (the wide ones cropped square): a partial batch is dropped
+    assert val == [(2, 3, 17, 64, 64)] * 3
+
+
 def test_bucket_spec_keep_prob_token_budget_and_errors():
     spec = BucketSpec({"64px": {17: [0.0, 4], 9: [1.0, None]}}, max_tokens=100)
     b = spec.assign(64, 64, 2.0, 24, is_image=False, rng=np.random.default_rng(0))

@@ -8,15 +8,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sora.models.audio_vae import AudioVAE, AudioVAELoss, GriffinLimVocoder, Vocoder
+from sora.models.audio_vae import AudioVAE, AudioVAELoss, GriffinLimVocoder, ResBlock1d, Vocoder
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "vae"
 SMALL = dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1)
 
 
 def make_vae(**overrides) -> AudioVAE:
+    """Residual branches made live (a fresh VAE zero-initialises their second conv)."""
     torch.manual_seed(0)
-    return AudioVAE(**{**SMALL, **overrides}).eval()
+    m = AudioVAE(**{**SMALL, **overrides}).eval()
+    for block in m.modules():
+        if isinstance(block, ResBlock1d):
+            block.conv2.reset_parameters()
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +181,17 @@ def test_configs_instantiate(name):
     assert isinstance(m, AudioVAE) and (m.latent_rate, m.latent_channels, m.n_mels) == (25, 8, 64)
     with torch.no_grad():
         assert m.encode(noise(16000, b=1)).mean.shape == (1, 8, 25)
+
+
+def test_fresh_blocks_are_identity_and_shortcuts_are_optional():
+    fresh = AudioVAE(**SMALL)
+    block = next(
+        b for b in fresh.modules() if isinstance(b, ResBlock1d) and isinstance(b.skip, torch.nn.Identity)
+    )
+    x = torch.randn(2, block.conv1.in_channels, 12)
+    torch.testing.assert_close(block(x), x)
+    assert fresh.encoder[-1].shortcut is not None and fresh.decoder[-1].shortcut is not None
+    plain = AudioVAE(**SMALL, shortcut=False)
+    assert plain.encoder[-1].shortcut is None and plain.decoder[-1].shortcut is None
+    recon, target, post = plain(noise(3200))
+    assert recon.shape == target.shape and post.mean.shape == (2, 8, 5)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sora.models.distributions import DiagonalGaussian
-from sora.models.video_vae import CausalVideoVAE, PatchDiscriminator3D, VideoVAELoss, _tiled
+from sora.models.video_vae import CausalVideoVAE, PatchDiscriminator3D, ResBlock3d, VideoVAELoss, _tiled
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "vae"
 # Smaller than conf/model/vae/video_tiny.yaml so the whole file runs in seconds; same structure (8x / 4x).
@@ -17,8 +17,14 @@ SMALL = dict(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, patch_si
 
 
 def make_vae(**overrides) -> CausalVideoVAE:
+    """A VAE whose residual branches are live: a fresh one zero-initialises them (each block is its skip
+    path), which would let causality / chunking bugs in the 3x3x3 convs go unseen."""
     torch.manual_seed(0)
-    return CausalVideoVAE(**{**SMALL, **overrides}).eval()
+    m = CausalVideoVAE(**{**SMALL, **overrides}).eval()
+    for block in m.modules():
+        if isinstance(block, ResBlock3d):
+            block.conv2.conv.reset_parameters()
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +272,22 @@ def test_configs_instantiate(name):
         m = instantiate(cfg)
     assert isinstance(m, CausalVideoVAE)
     assert (m.temporal_compression, m.spatial_compression, m.latent_channels) == (4, 8, 16)
+
+
+def test_fresh_blocks_are_identity_and_shortcuts_are_optional():
+    fresh = CausalVideoVAE(**SMALL)
+    block = next(b for b in fresh.modules() if isinstance(b, ResBlock3d) and b.skip is None)
+    x = clip(5).repeat(1, 3, 1, 1, 1)[:, :8]  # (1, 8, 5, 16, 24): the block's width
+    torch.testing.assert_close(block(x), x)
+    assert fresh.encoder.shortcut is not None and fresh.decoder.shortcut is not None
+    plain = CausalVideoVAE(**SMALL, shortcut=False)
+    assert plain.encoder.shortcut is None and plain.decoder.shortcut is None
+    assert plain(clip(5))[0].shape == (1, 3, 5, 16, 24)
+
+
+def test_group_norm_keeps_several_channels_per_group():
+    groups = {m.norm.num_channels: m.norm.num_groups for m in make_vae().modules() if hasattr(m, "norm")}
+    assert groups == {8: 1, 16: 2}  # never one channel per group (instance norm erases flat colours)
 
 
 def test_tiny_config_runs():
