@@ -344,3 +344,11 @@ def test_expand_urls_globs_local_shards(tmp_path):
 
     with pytest.raises(ValueError, match="no shards"):
         expand_urls(str(tmp_path / "none-*.tar"))
+
+
+def test_device_transfer_moves_tensors_and_leaves_meta_alone(mixed):
+    dm = _dm(mixed[0], {"64px": {17: [1.0, 2]}})
+    batch = next(iter(dm.train_dataloader()))
+    moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved["video"].device.type == "meta" and moved["audio"].device.type == "meta"
+    assert moved["meta"] is batch["meta"] and moved["caption"] == batch["caption"]
