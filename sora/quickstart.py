@@ -146,6 +146,7 @@ def run(cfg: DictConfig) -> dict:
                 f"trainer.max_steps={cfg.steps.dit}",
                 f"module.video_vae_ckpt={vae_video}/checkpoints/last.ckpt",
                 f"module.audio_vae_ckpt={vae_audio}/checkpoints/last.ckpt",
+                *cfg.get("dit_overrides", []),
             ],
         ),
     )
