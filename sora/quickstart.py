@@ -69,6 +69,7 @@ def run(cfg: DictConfig) -> dict:
     import train
     from data_pipelines.latents import encode_shards
     from data_pipelines.synthetic import WorldConfig, write_shards
+    from data_pipelines.synthetic.preview import preview_world
     from sora.checkpoint import load_network_from_checkpoint
     from sora.export import export
 
@@ -84,6 +85,7 @@ def run(cfg: DictConfig) -> dict:
         wc = WorldConfig(**OmegaConf.to_container(cfg.world))
         write_shards(wc, world_val, cfg.val_clips, cfg.seed + 1, num_workers=cfg.num_workers)
         write_shards(wc, world, cfg.train_clips, cfg.seed, num_workers=cfg.num_workers)
+        preview_world(wc, cfg.seed, min(8, cfg.train_clips), world)  # world/preview.png and preview.gif
         (world / "DONE").write_text("ok")
 
     def train_stage(experiment: str, run_dir: Path, extra: list[str]) -> Callable[[], None]:

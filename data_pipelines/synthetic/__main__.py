@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from sora.config import CONF_DIR, save_resolved_config
 
 from .config import WorldConfig
-from .preview import write_preview
-from .shards import clip_family, clip_seed, generate_clip, generate_shards
+from .preview import preview_world
+from .shards import generate_shards
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,10 @@ def run(cfg: DictConfig) -> dict:
         **report.summary(),
     }
     if cfg.preview:
-        # Regenerated, not read back: clip i is a pure function of (world, seed, i), and the shards holding
-        # the first clips may have been written by an earlier, resumed run.
         count = min(int(cfg.preview_clips), int(cfg.num_clips))
-        clips = [
-            generate_clip(world, clip_seed(int(cfg.seed), i), clip_family(world.families, i))
-            for i in range(count)
-        ]
-        if clips:
-            summary["preview"] = [str(p) for p in write_preview(clips, out_dir, gif=bool(cfg.preview_gif))]
+        paths = preview_world(world, int(cfg.seed), count, out_dir, gif=bool(cfg.preview_gif))
+        if paths:
+            summary["preview"] = [str(p) for p in paths]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info(
         "wrote %d clips (%d shards skipped, %d failed) to %s at %s clips/s",

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .shards import Clip
+from .config import WorldConfig
+from .shards import Clip, clip_family, clip_seed, generate_clip
 
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
@@ -73,6 +74,15 @@ def animation(clips: Sequence[Clip], per_row: int = 4, scale: int = 2) -> list[I
             )
         frames.append(canvas)
     return frames
+
+
+def preview_world(
+    world: WorldConfig, seed: int, count: int, out_dir: str | Path, *, gif: bool = True
+) -> list[Path]:
+    """Preview of the first ``count`` clips of the world ``(world, seed)``: regenerated, not read back (clip
+    i is a pure function of (world, seed, i), and the shards holding them may come from an earlier run)."""
+    clips = [generate_clip(world, clip_seed(seed, i), clip_family(world.families, i)) for i in range(count)]
+    return write_preview(clips, out_dir, gif=gif) if clips else []
 
 
 def write_preview(
