@@ -26,6 +26,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from sora.models.distributions import DiagonalGaussian, LatentStatsMixin
+from sora.models.layers import group_norm
 
 LOG_MEL_FLOOR = 1e-5
 # The network sees (log_mel - MEL_OFFSET) / MEL_SCALE: log-mels span about [-11.5, 3], which this maps to
@@ -92,12 +93,6 @@ class GriffinLimVocoder(nn.Module):
                 length, False,
             )  # fmt: skip
         return wav.clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, F * hop)
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with at most 32 groups of at least 8 channels (as the video VAE's `NormAct`: a group of one
-    channel erases that channel's mean over the clip)."""
-    return nn.GroupNorm(math.gcd(max(1, min(32, channels // 8)), channels), channels)
 
 
 class ResBlock1d(nn.Module):

@@ -49,6 +49,19 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), weight, self.eps).to(x.dtype)
 
 
+def group_norm(
+    channels: int, max_groups: int = 32, min_group_channels: int = 8, eps: float = 1e-6
+) -> nn.GroupNorm:
+    """GroupNorm with at most `max_groups` groups of at least `min_group_channels` channels (the VAEs' norm).
+
+    A group of one channel is an instance norm: it erases that channel's mean over the normalised extent (a
+    frame, a clip), i.e. the colour of a flat backdrop or the level of a sound, which narrow VAEs then struggle
+    to carry (measured on the synthetic world: 2 groups at 16 channels beat 16 groups).
+    """
+    groups = max(1, min(max_groups, channels // min_group_channels))
+    return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
+
+
 def layer_norm(dim: int, eps: float = 1e-6) -> nn.LayerNorm:
     """LayerNorm without learned affine: adaLN supplies the per-token shift and scale instead."""
     return nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
