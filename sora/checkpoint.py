@@ -24,6 +24,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sora.models.audio_vae.AudioVAE",
         "sora.models.dit.AVDiT",
         "sora.models.text.ByteTextEncoder",
+        "sora.models.text.WordTextEncoder",
         "sora.models.text.HFTextEncoder",
     }
 )

@@ -134,11 +134,7 @@ class AVDiTModule(L.LightningModule):
     def flops_per_batch(self, batch: dict) -> float:
         """Model FLOPs of one training step (forward + backward) on ``batch`` (see sora.models.dit)."""
         zv, za = self._latent_shapes(batch)
-        # text tokens: the byte encoder's padded length is the caption's UTF-8 length (+ pad), bounded by max_length
-        n_text = min(
-            max(len(c.encode("utf-8")) for c in batch["caption"]) + 1,
-            getattr(self.text_encoder, "max_length", 256),
-        )
+        n_text = self.text_encoder.num_tokens(list(batch["caption"]))  # padded length, as in encode
         return float(self.dit.estimate_flops(zv, za, num_text_tokens=n_text, training=True))
 
     def configure_model(self) -> None:

@@ -1,11 +1,12 @@
-"""Text encoders: the byte-level default and the Hugging Face loader (tiny random T5 built offline)."""
+"""Text encoders: the byte and hashed-word encoders trained with the DiT, and the Hugging Face loader (tiny random
+T5 built offline)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sora.models.text import ByteTextEncoder, HFTextEncoder, TextEncoder
+from sora.models.text import ByteTextEncoder, HFTextEncoder, TextEncoder, WordTextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,39 @@ def test_byte_encoder_ignores_padding_and_trains(byte_encoder):
         byte_encoder.encode("not a list")
     with pytest.raises(ValueError, match="list of str"):
         byte_encoder.encode(["ok", None])
+
+
+def test_word_encoder_tokens_are_stable_hashed_words():
+    torch.manual_seed(0)
+    enc = WordTextEncoder(dim=32, depth=1, num_heads=2, max_length=8, vocab_size=1000).eval()
+    assert isinstance(enc, TextEncoder) and enc.trainable and enc.dim == 32
+    assert enc.words("A big RED ball, falls!") == ["a", "big", "red", "ball", ",", "falls", "!"]
+    ids, mask = enc.tokenize(["A red ball.", "a RED ball .", "", "w " * 50])
+    assert ids.shape == (4, 8) and mask.sum(1).tolist() == [5, 5, 1, 8]  # begin-of-text + pieces, truncated
+    assert torch.equal(ids[0], ids[1])  # case and spacing do not matter
+    assert ids[0, 0] == enc.BOS and ((ids[mask] >= 2) | (ids[mask] == enc.BOS)).all() and (ids < 1000).all()
+    # CRC-32 buckets: the same ids in every process (Python's str hash is salted per process)
+    import zlib
+
+    assert ids[0, 2].item() == 2 + zlib.crc32(b"red") % 998
+    assert enc.num_tokens(["A red ball.", "hi"]) == 5
+    # Far fewer tokens than bytes for an English caption.
+    caption = "A small green box in the lower left flies to the right in an arc and bounces on the floor."
+    assert WordTextEncoder(dim=8, depth=1, num_heads=1, max_length=64).num_tokens([caption]) * 4 < len(caption)
+
+
+def test_word_encoder_ignores_padding_and_trains():
+    torch.manual_seed(0)
+    enc = WordTextEncoder(dim=16, depth=2, num_heads=2, max_length=16).eval()
+    alone, _ = enc.encode(["a red ball"])
+    batched, mask = enc.encode(["a red ball", "a blue box falls to the left"])
+    torch.testing.assert_close(batched[0, : mask[0].sum()], alone[0], atol=1e-5, rtol=1e-5)
+    batched.sum().backward()
+    assert enc.token_embed.weight.grad is not None and enc.token_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="vocab_size"):
+        WordTextEncoder(vocab_size=2)
+    with pytest.raises(ValueError, match="list of str"):
+        enc.encode("not a list")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +120,7 @@ def test_hf_encoder_loads_locally_frozen_and_cached(tiny_t5_path):
     captions = ["a red ball falls", "the blue cube", ""]
     emb, mask = enc.encode(captions)
     assert emb.shape == (3, 4, 16) and emb.dtype == torch.float32
-    assert mask.sum(1).tolist() == [4, 3, 0]
+    assert mask.sum(1).tolist() == [4, 3, 0] and enc.num_tokens(captions) == 4
     assert emb.requires_grad is False and torch.equal(emb[2], torch.zeros(4, 16))
     # Same as running the saved model directly on the unpadded caption.
     reference = transformers.T5EncoderModel.from_pretrained(tiny_t5_path, local_files_only=True).eval()
