@@ -78,6 +78,8 @@ def test_dit_experiment_one_step(experiment, latent_shards, tmp_path):
     assert result["global_step"] == 1 and Path(result["checkpoint"]).is_file()
     assert (tmp_path / "config.yaml").is_file()
     assert list((tmp_path / "samples").rglob("*.mp4")), "the end-of-training validation samples were written"
+    # train.run from code (as the quickstart calls it) still leaves a train.log in the run directory
+    assert "Seed set to 0" in (tmp_path / "train.log").read_text()
 
 
 def test_dit_pixels_experiment_one_step(world_shards, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +25,32 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(node) for node in nodes.values() if node is not None]
 
 
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Copy the root logger's records (INFO and up) to ``path`` while the block runs, unless a handler already
+    writes there (``python train.py`` gets train.log from Hydra; ``train.run`` called from code, e.g. by the
+    quickstart, gets the same file from here)."""
+    root = logging.getLogger()
+    path = path.resolve()
+    if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setLevel(logging.INFO)
+    level = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint path and final metrics."""
     if cfg.get("module") is None:
@@ -29,6 +58,11 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"no training module selected: pass experiment=<name>; available: {names}")
     out_dir = Path(cfg.out_dir)
     save_resolved_config(cfg, out_dir)
+    with log_to_file(out_dir / "train.log"):
+        return _fit(cfg, out_dir)
+
+
+def _fit(cfg: DictConfig, out_dir: Path) -> dict:
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
 
