@@ -214,7 +214,14 @@ class HFTextEncoder(TextEncoder):
         dtype: Precision = "float32",
         cache_size: int = 1024,
         cache_device: str = "cpu",
+        depth: int | None = None,
+        num_heads: int | None = None,
+        mlp_ratio: float | None = None,
+        vocab_size: int | None = None,
     ) -> None:
+        # depth / num_heads / mlp_ratio / vocab_size size the trained encoders; the experiments set them under
+        # model.text, so `model/text=hf` inherits them. The pretrained model has its own sizes: ignored here.
+        del depth, num_heads, mlp_ratio, vocab_size
         super().__init__()
         try:
             import transformers

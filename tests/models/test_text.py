@@ -158,3 +158,17 @@ def test_hf_encoder_without_transformers_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` raise ImportError
     with pytest.raises(ImportError, match="pip install"):
         HFTextEncoder("/nonexistent")
+
+
+@pytest.mark.parametrize("experiment", ["dit_tiny", "dit_S"])
+def test_hf_encoder_accepts_what_the_experiments_set(experiment):
+    """`model/text=hf` on an experiment that sizes the trained encoders (depth, num_heads, ...) still builds."""
+    import inspect
+
+    from sora.checkpoint import to_plain_dict
+    from sora.config import compose
+
+    cfg = compose("train", [f"experiment={experiment}", "model/text=hf", "model.text.path=/x", "model.text.dim=8"])
+    text = to_plain_dict(cfg.model.text)
+    assert text.pop("_target_") == "sora.models.text.HFTextEncoder" and "depth" in text
+    inspect.signature(HFTextEncoder).bind(**text)  # raises TypeError on an unexpected keyword
