@@ -30,9 +30,12 @@ def test_quickstart_end_to_end(tmp_path):
     for path in [
         "world/preview.png",
         "vae_video/checkpoints/last.ckpt",
+        "vae_video/train.log",
+        "vae_video/config.yaml",
         "vae_audio/checkpoints/last.ckpt",
         "latents/DONE",
         "dit/checkpoints/last.ckpt",
+        "dit/train.log",
         "export/config.json",
         "export/README.md",
         "samples/samples.json",
