@@ -41,7 +41,7 @@ def log_to_file(path: Path) -> Iterator[None]:
     handler.setLevel(logging.INFO)
     level = root.level
     root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
+    if root.getEffectiveLevel() > logging.INFO:  # only ever more verbose, never less
         root.setLevel(logging.INFO)
     try:
         yield
