@@ -1,5 +1,5 @@
-"""Text encoders: the byte and hashed-word encoders trained with the DiT, and the Hugging Face loader (tiny random
-T5 built offline)."""
+"""Text encoders: the byte and hashed-word encoders trained with the DiT, and the Hugging Face loader (tiny
+random T5 built offline)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_word_encoder_tokens_are_stable_hashed_words():
     assert enc.num_tokens(["A red ball.", "hi"]) == 5
     # Far fewer tokens than bytes for an English caption.
     caption = "A small green box in the lower left flies to the right in an arc and bounces on the floor."
-    assert WordTextEncoder(dim=8, depth=1, num_heads=1, max_length=64).num_tokens([caption]) * 4 < len(caption)
+    words = WordTextEncoder(dim=8, depth=1, num_heads=1, max_length=64)
+    assert words.num_tokens([caption]) * 4 < len(caption)
 
 
 def test_word_encoder_ignores_padding_and_trains():
@@ -162,13 +163,14 @@ def test_hf_encoder_without_transformers_says_how_to_install(monkeypatch):
 
 @pytest.mark.parametrize("experiment", ["dit_tiny", "dit_S"])
 def test_hf_encoder_accepts_what_the_experiments_set(experiment):
-    """`model/text=hf` on an experiment that sizes the trained encoders (depth, num_heads, ...) still builds."""
+    """`model/text=hf` on an experiment that sizes the trained encoders (depth, num_heads) still builds."""
     import inspect
 
     from sora.checkpoint import to_plain_dict
     from sora.config import compose
 
-    cfg = compose("train", [f"experiment={experiment}", "model/text=hf", "model.text.path=/x", "model.text.dim=8"])
+    overrides = [f"experiment={experiment}", "model/text=hf", "model.text.path=/x", "model.text.dim=8"]
+    cfg = compose("train", overrides)
     text = to_plain_dict(cfg.model.text)
     assert text.pop("_target_") == "sora.models.text.HFTextEncoder" and "depth" in text
     inspect.signature(HFTextEncoder).bind(**text)  # raises TypeError on an unexpected keyword
