@@ -10,9 +10,11 @@ Stages, each skipped when its output already exists (rerun to resume after an in
 5. ``dit``        the tiny AV-DiT on those latents       (``train.py experiment=dit_tiny``)
 6. ``export``     the portable export folder
 7. ``samples``    clips for held-out prompts in several modes (t2av, i2v, extend, v2a)
-8. ``eval``       the ``world`` suite: generated clips beside ground truth and an untrained model -> report.html
+8. ``eval``       the ``world`` suite: generated clips beside ground truth and an untrained model
+                  -> report.html
 
-``quickstart=long`` (conf/quickstart/long.yaml) trains longer for a better model.
+``python -m sora.quickstart --config-name quickstart_long`` (conf/quickstart_long.yaml) trains longer for a
+better model.
 """
 
 from __future__ import annotations
@@ -250,8 +252,8 @@ def _untrained_checkpoint(trained: Path, path: Path) -> None:
     state = dict(ckpt["state_dict"])
     for name, net in fresh.items():
         state.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
-    # adaLN-zero leaves a fresh DiT predicting exactly 0; perturb it like a few steps of training would, so the
-    # baseline is an untrained network rather than a constant.
+    # adaLN-zero leaves a fresh DiT predicting exactly 0; perturb it like a few steps of training would, so
+    # the baseline is an untrained network rather than a constant.
     for k, v in state.items():
         if k.startswith("dit.") and v.is_floating_point():
             state[k] = v + 0.02 * torch.randn_like(v)
