@@ -616,7 +616,7 @@ class StreamingDataModule(L.LightningDataModule):
         ground truth) alone: Lightning's generic walk over it cost ~45 ms per step of the tiny VAE."""
         if isinstance(batch, dict) and "meta" in batch:
             rest = super().transfer_batch_to_device(
-                {k: v for k, v in batch.items() if k != "meta"}, device, 0
+                {k: v for k, v in batch.items() if k != "meta"}, device, dataloader_idx
             )
             return {**rest, "meta": batch["meta"]}
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
