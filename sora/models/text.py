@@ -57,6 +57,10 @@ class TextEncoder(nn.Module, ABC):
         return self.encode(captions)
 
 
+POS_EMBED_STD = 0.2
+"""Absolute positions start at a fifth of the word embeddings' scale: words first, order as it is learned."""
+
+
 class _EncoderBlock(nn.Module):
     """Pre-norm transformer encoder block with a key padding mask."""
 
@@ -97,10 +101,18 @@ class LearnedTextEncoder(TextEncoder):
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.dim, self.max_length, self.trainable = dim, max_length, True
         self.token_embed = nn.Embedding(vocab_size, dim)
-        self.pos_embed = nn.Parameter(torch.randn(max_length, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(max_length, dim) * POS_EMBED_STD)
         self.blocks = nn.ModuleList(_EncoderBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.token_embed.weight, std=1.0)
+        # Every block starts as the identity (zero output projections), so the encoder's first output is each
+        # token's own embedding. With default-initialised branches, the first block's near-uniform attention
+        # adds the caption's mean to every token at ~15x the size of the embeddings: all tokens came out
+        # alike (mean cosine 0.93) and the DiT had no word to attend to until that was unlearned.
+        for block in self.blocks:
+            for layer in (block.proj, block.mlp.fc2):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     @abstractmethod
     def token_ids(self, caption: str) -> list[int]:
