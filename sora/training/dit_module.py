@@ -62,6 +62,12 @@ class AVDiTModule(L.LightningModule):
         audio_latent_rate: audio latent frames per second (25 for the default audio VAE).
         video_temporal_compression: used when no video VAE is attached (latent-only training).
         sampling: generation defaults stored for the pipeline (fps, num_frames, height, width, max_num_frames).
+        image_prob: probability that a training step is a text-to-image step on the first latent frame of
+            every clip (with the audio latent of the same instant, given clean). A causal VAE encodes a
+            clip's first frame alone, so that latent is the image's latent: no extra data is needed, and the
+            step costs about 1/T of a video step. Images teach what the caption says about appearance and
+            layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
+        image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
         activation_checkpointing / compile: applied by :mod:`sora.training.parallel` in ``configure_model``.
     """
 
@@ -80,6 +86,8 @@ class AVDiTModule(L.LightningModule):
         audio_latent_rate: float = 25.0,
         video_temporal_compression: int = 4,
         sampling: dict | None = None,
+        image_prob: float = 0.0,
+        image_first_steps: int = 0,
         activation_checkpointing: bool = False,
         compile: bool = False,
     ) -> None:
@@ -101,6 +109,8 @@ class AVDiTModule(L.LightningModule):
             audio_latent_rate=float(audio_latent_rate),
             video_temporal_compression=int(video_temporal_compression),
             sampling=to_plain_dict(sampling) if sampling else {},
+            image_prob=float(image_prob),
+            image_first_steps=int(image_first_steps),
             activation_checkpointing=activation_checkpointing,
             compile=compile,
         )
@@ -114,7 +124,10 @@ class AVDiTModule(L.LightningModule):
         self.dit = build_module(hp["dit"])
         self.video_vae = _frozen(vnet if vnet is not None else build_module(video_vae)) if video_vae else None
         self.audio_vae = _frozen(anet if anet is not None else build_module(audio_vae)) if audio_vae else None
+        if not 0.0 <= image_prob <= 1.0:
+            raise ValueError(f"image_prob must be in [0, 1], got {image_prob}")
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
+        self._image_step = False
         self.optim_cfg = OptimConfig(**hp["optim"])
 
     # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
@@ -134,6 +147,8 @@ class AVDiTModule(L.LightningModule):
     def flops_per_batch(self, batch: dict) -> float:
         """Model FLOPs of one training step (forward + backward) on ``batch`` (see sora.models.dit)."""
         zv, za = self._latent_shapes(batch)
+        if self._image_step:  # the last step trained on first frames only (image_prob)
+            zv, za = (*zv[:2], 1, *zv[3:]), (*za[:2], 1) if za is not None else None
         n_text = self.text_encoder.num_tokens(list(batch["caption"]))  # padded length, as in encode
         return float(self.dit.estimate_flops(zv, za, num_text_tokens=n_text, training=True))
 
@@ -195,9 +210,25 @@ class AVDiTModule(L.LightningModule):
             )
         return shift_timesteps(t, float(shift))
 
+    def use_image_step(self) -> bool:
+        """Whether this training step is a text-to-image step (``image_prob``). Drawn from the global step,
+        so every rank of a data-parallel job makes the same choice and runs the same graph."""
+        p = self.hparams.get("image_prob", 0.0)
+        if not self.training:
+            return False
+        if self.global_step < self.hparams.get("image_first_steps", 0):
+            return True
+        if p <= 0:
+            return False
+        g = torch.Generator().manual_seed(int(self.global_step) * 7919 + 17)
+        return bool(torch.rand((), generator=g) < p)
+
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
         zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
         b = zv.shape[0]
+        self._image_step = self.use_image_step()
+        if self._image_step:
+            return self._image_loss(batch, zv, za)
         has_audio = torch.as_tensor(batch.get("has_audio", [za is not None] * b), device=self.device).bool()
         n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
         t = self.sample_t(b, n_video + n_audio)  # (B,)
@@ -239,6 +270,34 @@ class AVDiTModule(L.LightningModule):
             },
             {"video": cond.video_loss_mask, "audio": cond.audio_loss_mask if za is not None else None},
             weights={"video": f["video_weight"], "audio": f["audio_weight"]},
+        )
+
+    def _image_loss(self, batch: dict, zv: Tensor, za: Tensor | None) -> dict[str, Tensor]:
+        """Flow loss of text-to-image on each clip's first latent frame. The audio latent of that instant
+        goes in clean (t = 0, no loss), so every parameter takes part as in a video step (DDP needs that)."""
+        zv = zv[:, :, :1]
+        b = zv.shape[0]
+        za = za[:, :, :1] if za is not None else None
+        n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
+        t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
+        noise_v = torch.randn_like(zv)
+        text, text_mask = self.encode_text(batch["caption"])
+        drop_text = torch.rand(b, device=self.device) < self.curriculum.caption_dropout
+        pred_v, _ = self.dit(
+            add_noise(zv, noise_v, t),
+            za,
+            t,
+            torch.zeros(b, za.shape[2], device=self.device) if za is not None else None,
+            text,
+            text_mask,
+            video_frame_seconds=self.frame_seconds(batch["fps"], b),
+            audio_frame_seconds=1.0 / self.hparams.audio_latent_rate,
+            drop_text=drop_text,
+        )
+        return flow_loss(
+            {"video": pred_v},
+            {"video": velocity_target(zv, noise_v)},
+            {"video": torch.ones_like(t, dtype=torch.bool)},
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

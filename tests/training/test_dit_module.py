@@ -47,6 +47,38 @@ def test_clips_without_audio_have_no_audio_loss():
     assert float(out["tokens_audio"]) == 0 and float(out["loss_audio"]) == 0
 
 
+def test_image_steps_train_on_first_latent_frames_only():
+    module = _module(image_prob=1.0).train()
+    with torch.no_grad():  # off adaLN-zero, so gradients reach every layer
+        for p in module.dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    batch = _batch()
+    video_flops = _module().flops_per_batch(batch)
+    out = module.compute_loss(batch)
+    assert module._image_step and "loss_audio" not in out
+    assert float(out["tokens_video"]) == 2 * 16 * 1 * 4 * 4  # B x C x one frame x H x W
+    out["loss"].backward()
+    assert module.dit.video_embed.weight.grad.abs().sum() > 0
+    assert module.text_encoder.token_embed.weight.grad.abs().sum() > 0  # the caption is what is learned
+    assert 0 < module.flops_per_batch(batch) < 0.7 * video_flops
+    # Never in eval mode, and with probability p otherwise, decided by the global step (same on every rank).
+    assert not module.eval().use_image_step()
+    half = _module(image_prob=0.5).train()
+    draws = []
+    for step in range(200):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(half), "global_step", property(lambda self, s=step: s))
+            draws.append(half.use_image_step())
+    assert 60 < sum(draws) < 140
+    warm = _module(image_first_steps=3).train()  # a text-to-image warm-up, then video steps only
+    with pytest.MonkeyPatch.context() as mp:
+        for step, expected in ((0, True), (2, True), (3, False), (50, False)):
+            mp.setattr(type(warm), "global_step", property(lambda self, s=step: s))
+            assert warm.use_image_step() is expected
+    with pytest.raises(ValueError, match="image_prob"):
+        _module(image_prob=1.5)
+
+
 def test_text_dim_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="text_dim"):
         AVDiTModule(dit={**DIT, "text_dim": 8}, text_encoder=TEXT)
