@@ -54,6 +54,12 @@ def test_quickstart_end_to_end(tmp_path):
     assert "<video" in report and summary["summary"]
     for name in ("ground_truth", "baseline/t2av", "generated/t2av"):
         assert name in summary["summary"], name
+    # The suite's held-out scenes come from the quickstart's world slice, in its families only.
+    results = json.loads((tmp_path / "results.json").read_text())
+    world = compose("quickstart").world
+    assert results["config"]["suite"]["world"]["max_objects"] == world.max_objects
+    assert results["config"]["suite"]["families"] == list(world.families)
+    assert {s["family"] for s in results["scenes"]} <= set(world.families)
 
     again = run(compose("quickstart", overrides))  # everything exists: every stage is skipped
     assert all(seconds == 0.0 for seconds in again["timings_s"].values())
