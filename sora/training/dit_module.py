@@ -274,7 +274,8 @@ class AVDiTModule(L.LightningModule):
 
     def _image_loss(self, batch: dict, zv: Tensor, za: Tensor | None) -> dict[str, Tensor]:
         """Flow loss of text-to-image on each clip's first latent frame. The audio latent of that instant
-        goes in clean (t = 0, no loss), so every parameter takes part as in a video step (DDP needs that)."""
+        goes in clean (t = 0, no loss), so every parameter takes part as in a video step (DDP needs that).
+        Clips without audio (``za`` None) train the video stream alone (single-process runs only)."""
         zv = zv[:, :, :1]
         b = zv.shape[0]
         za = za[:, :, :1] if za is not None else None
@@ -283,7 +284,7 @@ class AVDiTModule(L.LightningModule):
         noise_v = torch.randn_like(zv)
         text, text_mask = self.encode_text(batch["caption"])
         drop_text = torch.rand(b, device=self.device) < self.curriculum.caption_dropout
-        pred_v, _ = self.dit(
+        pred_v, pred_a = self.dit(
             add_noise(zv, noise_v, t),
             za,
             t,
@@ -294,11 +295,14 @@ class AVDiTModule(L.LightningModule):
             audio_frame_seconds=1.0 / self.hparams.audio_latent_rate,
             drop_text=drop_text,
         )
-        return flow_loss(
-            {"video": pred_v},
-            {"video": velocity_target(zv, noise_v)},
-            {"video": torch.ones_like(t, dtype=torch.bool)},
+        # The audio head joins the loss with nothing generated (0, yet in the graph: DDP without
+        # find_unused_parameters needs a gradient for every parameter); its terms are not reported.
+        out = flow_loss(
+            {"video": pred_v, "audio": pred_a},
+            {"video": velocity_target(zv, noise_v), "audio": za},
+            {"video": torch.ones_like(t, dtype=torch.bool), "audio": torch.zeros_like(t, dtype=torch.bool)},
         )
+        return {k: v for k, v in out.items() if not k.endswith("_audio")}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)

@@ -1,5 +1,6 @@
 """Run by tests/training/test_dit_module.py: 2 CPU processes (gloo DDP) train the tiny AV-DiT for 2 steps,
-then each rank writes a checksum of its weights to OUT_DIR/rank<r>.txt."""
+then each rank writes a checksum of its weights to OUT_DIR/rank<r>.txt. The first step is a text-to-image
+step (``image_first_steps``), the second a video step."""
 
 import sys
 from pathlib import Path
@@ -30,7 +31,13 @@ class Latents(torch.utils.data.Dataset):
 
 def main(out_dir: str) -> None:
     L.seed_everything(0)
-    module = AVDiTModule(dit=DIT, text_encoder=TEXT, optim={"lr": 1e-2, "warmup_steps": 0, "total_steps": 10})
+    # Step 0 is a text-to-image step, step 1 a video step: DDP (no find_unused_parameters) must take both.
+    module = AVDiTModule(
+        dit=DIT,
+        text_encoder=TEXT,
+        optim={"lr": 1e-2, "warmup_steps": 0, "total_steps": 10},
+        image_first_steps=1,
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
