@@ -65,7 +65,7 @@ class AVDiTModule(L.LightningModule):
         image_prob: probability that a training step is a text-to-image step on the first latent frame of
             every clip (with the audio latent of the same instant, given clean). A causal VAE encodes a
             clip's first frame alone, so that latent is the image's latent: no extra data is needed, and the
-            step costs about 1/T of a video step. Images teach what the caption says about appearance and
+            step has about 1/T of a video step's FLOPs. Images teach what the caption says about appearance and
             layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
         image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
         activation_checkpointing / compile: applied by :mod:`sora.training.parallel` in ``configure_model``.
