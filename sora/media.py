@@ -60,6 +60,7 @@ class MediaInfo:
     audio_sample_rate: int | None
     audio_channels: int | None
     video_codec: str
+    audio_layout: str | None = None  # FFmpeg's name for the channel layout: "mono", "stereo", "5.1", ...
 
 
 def _open(src: Source, mode: str = "r", **kwargs) -> av.container.Container:
@@ -305,6 +306,7 @@ def probe(src: Source) -> MediaInfo:
             audio_sample_rate=int(astream.sample_rate) if astream is not None else None,
             audio_channels=astream.channels if astream is not None else None,
             video_codec=vstream.codec_context.name,
+            audio_layout=astream.layout.name if astream is not None else None,
         )
 
 
@@ -322,6 +324,55 @@ def to_mono(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(C, S) -> (1, S) by averaging channels."""
     audio = torch.as_tensor(audio, dtype=torch.float32)
     return audio.mean(dim=0, keepdim=True)
+
+
+LEFT_CHANNELS = frozenset("FL BL SL FLC TFL TBL WL SDL TSL BFL DL".split())
+RIGHT_CHANNELS = frozenset("FR BR SR FRC TFR TBR WR SDR TSR BFR DR".split())
+
+
+def downmix_matrix(channel_names: list[str], channels: int) -> np.ndarray:
+    """The (channels, C) matrix that mixes C named source channels (FFmpeg names: FL, FR, FC, LFE, BL, SL...)
+    down to 1 (mono) or 2 (stereo) channels.
+
+    Left channels (FL, BL, SL, TFL, FLC...) go left, right ones right, centre ones (FC, BC, TC...) and those
+    of unknown position to both at -3 dB, LFE is left out (a full-range mix, as in ITU-R BS.775). Each output
+    row sums to 1, so a mix of signals in [-1, 1] stays in [-1, 1] (nothing is clipped). Mono is the mean of
+    the two sides. A mono source sent to stereo is copied to both sides.
+    """
+    if channels not in (1, 2):
+        raise ValueError(f"audio can be mixed to 1 or 2 channels, got {channels}")
+    if not channel_names:
+        raise ValueError("audio has no channels")
+    sides = np.zeros((2, len(channel_names)), np.float64)
+    for i, name in enumerate(channel_names):
+        if name in LEFT_CHANNELS:
+            sides[0, i] = 1.0
+        elif name in RIGHT_CHANNELS:
+            sides[1, i] = 1.0
+        elif name not in ("LFE", "LFE2") or len(channel_names) == 1:
+            sides[:, i] = 0.5**0.5  # centre, or a channel of unknown position: to both sides
+    if not sides.any():  # only LFE channels: all of them
+        sides[:] = 1.0
+    if not sides[0].any() or not sides[1].any():  # one side has nothing (mono, or only-left sources)
+        sides[:] = sides.sum(axis=0, keepdims=True)
+    sides /= sides.sum(axis=1, keepdims=True)
+    matrix = sides if channels == 2 else sides.mean(axis=0, keepdims=True)
+    return matrix.astype(np.float32)
+
+
+def downmix(audio: np.ndarray, channel_names: list[str], channels: int) -> np.ndarray:
+    """float32 (C, S) audio with the named channels -> float32 (channels, S); see :func:`downmix_matrix`."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] != len(channel_names):
+        raise ValueError(f"audio of shape {audio.shape} does not match the layout {channel_names}")
+    if audio.shape[0] == channels and (channels == 1 or channel_names[:2] == ["FL", "FR"]):
+        return audio
+    return downmix_matrix(channel_names, channels) @ audio
+
+
+def layout_channels(layout: str) -> list[str]:
+    """The channel names of an FFmpeg layout name (``"5.1"`` -> FL, FR, FC, LFE, BL, BR)."""
+    return [c.name for c in av.AudioLayout(layout).channels]
 
 
 def video_to_tensor(video: np.ndarray) -> torch.Tensor:
