@@ -118,3 +118,21 @@ def test_encoding_is_byte_reproducible():
         busy.set()
         loader.join()
     assert sum(e != first for e in encodes) == 0
+
+
+def test_downmix_keeps_every_channel_but_lfe_and_never_clips():
+    names = media.layout_channels("5.1")
+    assert names == ["FL", "FR", "FC", "LFE", "BL", "BR"]
+    stereo = media.downmix_matrix(names, 2)
+    np.testing.assert_allclose(stereo.sum(axis=1), [1.0, 1.0], atol=1e-6)  # full scale in, full scale out
+    assert stereo[0, 0] > 0 and stereo[1, 0] == 0 and stereo[1, 1] > 0 and stereo[0, 1] == 0  # sides stay
+    assert stereo[0, 2] == stereo[1, 2] > 0 and (stereo[:, 3] == 0).all()  # centre to both, LFE left out
+    full = np.ones((6, 4), np.float32)
+    assert np.abs(media.downmix(full, names, 1)).max() <= 1.0 + 1e-6
+    mono = media.downmix(np.stack([np.full(4, 0.2), np.full(4, -0.6)]).astype(np.float32), ["FL", "FR"], 1)
+    np.testing.assert_allclose(mono, np.full((1, 4), -0.2), atol=1e-6)  # the mean of the sides
+    np.testing.assert_allclose(media.downmix(np.ones((1, 3), np.float32), ["FC"], 2), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="does not match the layout"):
+        media.downmix(full, ["FL", "FR"], 1)
+    with pytest.raises(ValueError, match="1 or 2 channels, got 6"):
+        media.downmix_matrix(names, 6)
