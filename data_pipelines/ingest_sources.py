@@ -80,9 +80,9 @@ def list_sources(input_path: str, extensions: list[str], allow_pipe: bool = Fals
         raise ValueError(f"ingest config: input = {input_path} does not exist")
     if path.suffix.lower() in exts:
         return Listing([SourceItem(str(path), where=str(path))])
-    if path.suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         return _url_list(path, allow_pipe)
-    if path.suffix in (".csv", ".jsonl"):
+    if path.suffix.lower() in (".csv", ".jsonl"):
         return _manifest(path)
     raise ValueError(
         f"ingest config: input = {input_path} is not a folder, .csv/.jsonl manifest, "
@@ -157,7 +157,7 @@ def _manifest_rows(path: Path, listing: Listing) -> list[tuple[str, object]]:
     """(where, row) for each parsable row; a row that cannot be parsed is refused, the others are kept."""
     text, _ = decode_text(path.read_bytes())
     rows: list[tuple[str, object]] = []
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
         try:
             reader = csv.DictReader(io.StringIO(text))
