@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "ingest_state.jsonl"
 REPORT_FILE = "ingest_report.json"
 SHARD_PATTERN = "shard-%06d.tar"
+AUDIO_PAD_TOLERANCE = 0.1  # seconds: an AAC track may end a frame (1024 samples) before the video
 DROP_REASONS = ("too_short", "too_long", "low_resolution", "static", "encode_error")
 
 
@@ -97,6 +98,7 @@ class FileOutcome:
     caption_replaced: bool = False
     caption_missing: bool = False
     audio_errors: list[dict] = field(default_factory=list)  # clips kept without their (unreadable) sound
+    audio_padded: list[dict] = field(default_factory=list)  # clips longer than the audio track: silence added
     frames_repeated: int = 0  # variable frame rate: frames shown twice on the constant-rate grid ...
     frames_skipped: int = 0  # ... and frames left out, so that pictures keep their time (and sync)
 
@@ -111,6 +113,7 @@ class FileOutcome:
             "caption_replaced": self.caption_replaced,
             "caption_missing": self.caption_missing,
             "audio_errors": self.audio_errors,
+            "audio_padded": self.audio_padded,
             "frames_repeated": self.frames_repeated,
             "frames_skipped": self.frames_skipped,
         }
@@ -439,6 +442,9 @@ def _emit(
         except Exception as exc:  # noqa: BLE001 - keep the pictures, flag the lost sound in the json
             audio_error = f"{type(exc).__name__}: {exc}"
             out.audio_errors.append({"clip_index": index, **span, "error": audio_error})
+        padded = _outside(info.audio_span, seg["start"], seg["start"] + duration)
+        if audio is not None and padded > AUDIO_PAD_TOLERANCE:  # read_audio filled the gap with silence
+            out.audio_padded.append({"clip_index": index, **span, "seconds": round(padded, 3)})
         if audio is not None:  # 5.1, 7.1...: downmixed to output.audio_channels (mono by default)
             audio = media.downmix(audio, _channel_names(info.audio_layout, audio.shape[0]), s.audio_channels)
         if audio is not None and s.audio_sample_rate and rate != s.audio_sample_rate:
@@ -466,9 +472,18 @@ def _emit(
     }
     if audio_error:
         meta["audio_error"] = audio_error
+    if out.audio_padded and out.audio_padded[-1]["clip_index"] == index:
+        meta["audio_padded_seconds"] = out.audio_padded[-1]["seconds"]
     if item.extra:
         meta["extra"] = item.extra
     out.clips.append(Clip(_clip_key(item.source, index), data, meta, caption))
+
+
+def _outside(span: tuple[float, float] | None, start: float, end: float) -> float:
+    """Seconds of ``[start, end]`` that the audio track ``span`` does not cover (0 when unknown)."""
+    if span is None:
+        return 0.0
+    return max(0.0, span[0] - start) + max(0.0, end - span[1])
 
 
 def _channel_names(layout: str | None, channels: int) -> list[str]:
@@ -610,6 +625,7 @@ def _report(state: _State, listing: Listing, this_run: dict, cfg: DictConfig) ->
         "clips_dropped": {**{r: 0 for r in DROP_REASONS}, **dropped},
         "dropped": [{"source": f["source"], **d} for f in files for d in f["dropped"]],
         "audio_lost": [{"source": f["source"], **a} for f in files for a in f.get("audio_errors", [])],
+        "audio_padded": [{"source": f["source"], **a} for f in files for a in f.get("audio_padded", [])],
         "files_vfr": [{k: f[k] for k in ("source", "frames_repeated", "frames_skipped")} for f in vfr],
         "captions_non_utf8": sum(1 for f in files if f["caption_replaced"]),
         "captions_missing": sum(1 for f in files if f["caption_missing"] and not f["error"]),

@@ -61,6 +61,7 @@ class MediaInfo:
     audio_channels: int | None
     video_codec: str
     audio_layout: str | None = None  # FFmpeg's name for the channel layout: "mono", "stereo", "5.1", ...
+    audio_span: tuple[float, float] | None = None  # (start, end) seconds of the audio track, when known
 
 
 def _open(src: Source, mode: str = "r", **kwargs) -> av.container.Container:
@@ -311,7 +312,16 @@ def probe(src: Source) -> MediaInfo:
             audio_channels=astream.channels if astream is not None else None,
             video_codec=vstream.codec_context.name,
             audio_layout=astream.layout.name if astream is not None else None,
+            audio_span=_span(astream) if astream is not None else None,
         )
+
+
+def _span(stream: av.stream.Stream) -> tuple[float, float] | None:
+    """(start, end) in seconds of a stream whose container records its duration."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    start = float((stream.start_time or 0) * stream.time_base)
+    return start, start + float(stream.duration * stream.time_base)
 
 
 def resample_audio(audio: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

@@ -111,6 +111,8 @@ def test_folder_ingest_counts_every_outcome(raw, tmp_path):
     assert set(dropped) == {("static.mp4", "static"), ("short.mp4", "too_short")}
     assert dropped[("short.mp4", "too_short")]["detail"].startswith("0.50s")
     assert on_disk["refused"] == [] and on_disk["files_ignored"] == {}
+    assert on_disk["files_vfr"] == []  # constant-rate sources fill every slot of the grid exactly once
+    assert on_disk["audio_padded"] == [] and on_disk["audio_lost"] == []
 
     clips = _read_shards(out)
     assert len(clips) == 8 and all(set(c) == {"mp4", "json", "txt"} for c in clips.values())
@@ -423,6 +425,20 @@ def test_a_clip_kept_without_its_sound_is_named_in_the_report(raw, tmp_path, mon
             "error": "OSError: the audio track is damaged",
         }
     ]
+
+
+def test_silence_added_past_the_end_of_the_audio_track_is_reported(tmp_path):
+    """A 3 s video whose sound stops at 1 s: the clip keeps its sound, padded, and says by how much."""
+    media.write_mp4(tmp_path / "short_sound.mp4", _bar(90), FPS, _tone(1.0))
+    report = run(_cfg(tmp_path / "short_sound.mp4", tmp_path / "out", "num_workers=0"))
+    assert report["clips_written"] == 1
+    [padded] = report["audio_padded"]
+    assert padded["seconds"] == pytest.approx(2.0, abs=0.05) and (padded["start"], padded["end"]) == (
+        0.0,
+        3.0,
+    )
+    [clip] = _read_shards(tmp_path / "out").values()
+    assert json.loads(clip["json"])["audio_padded_seconds"] == padded["seconds"]
 
 
 def test_out_dir_that_is_a_file_is_a_clear_error(raw, tmp_path):
