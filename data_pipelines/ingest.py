@@ -26,7 +26,7 @@ outcome of every file whose clips are now all in finished shards. A rerun skips 
 written clip keys (a file cut off mid-shard by a crash is decoded again, its written clips are not repeated),
 so it never duplicates nor loses a clip; files that failed (unreadable, cut short, a clip that failed to
 encode) are tried again. ``ingest_report.json`` sums the state over all runs and lists every refused source,
-dropped clip, lost audio track and variable-frame-rate file with its reason.
+dropped clip, lost or padded audio track and variable-frame-rate file with its reason.
 
 Bad input never stops the job: empty, truncated, unreadable files and files without a video stream are
 counted as unreadable with their error; a file that fails mid-stream keeps the clips decoded before the error

@@ -346,6 +346,24 @@ def test_variable_frame_rate_keeps_picture_and_sound_in_sync(tmp_path):
     assert out.frames_repeated > 0 and out.frames_skipped > 0
 
 
+def test_constant_rate_grid_places_frames_by_time():
+    grid = ingest._ConstantRate(fps=10.0, max_gap=2.0)
+    placed = []
+    for name, t in [("a", 0.0), ("b", 0.1), ("c", 0.32), ("d", 0.34), ("e", 0.5), ("back", 0.45)]:
+        frames, gap = grid.push(name, t)
+        assert not gap
+        placed += frames
+    placed += grid.flush()
+    # nothing at 0.2: b repeats; c (0.32) and d (0.34) share slot 0.3, c is nearer; nothing at 0.4: c repeats;
+    # "back" (0.45) goes back in time
+    expected = [("a", 0.0), ("b", 0.1), ("b", 0.2), ("c", 0.3), ("c", 0.4), ("e", 0.5)]
+    assert [(f, round(t, 3)) for f, t in placed] == expected
+    assert (grid.repeated, grid.skipped) == (2, 2)
+    grid.push("f", 0.6)
+    frames, gap = grid.push("g", 5.0)  # a 4.4 s hole: a new grid starts at g, the clip before ends at f
+    assert gap and [f for f, _ in frames] == ["f"] and grid.flush() == [("g", 5.0)]
+
+
 def test_links_failures_and_long_captions_are_not_lost(raw, tmp_path):
     folder = tmp_path / "folder"
     folder.mkdir()
