@@ -118,10 +118,6 @@ class FileOutcome:
             "frames_skipped": self.frames_skipped,
         }
 
-    @property
-    def failed(self) -> bool:
-        return _failed(self.summary())
-
 
 def _failed(summary: dict) -> bool:
     """A file a rerun tries again: unreadable, cut short, or with a clip that failed to encode."""

@@ -102,11 +102,11 @@ def test_encoding_is_byte_reproducible():
     """
     video, audio = _clip(12), _click_audio()
     first = media.encode_mp4(video, 24, audio)
-    busy = threading.Event()
+    stop = threading.Event()
 
     def load() -> None:
         a = np.random.default_rng(0).random((200, 200))
-        while not busy.is_set():
+        while not stop.is_set():
             a @ a
 
     loader = threading.Thread(target=load)
@@ -115,7 +115,7 @@ def test_encoding_is_byte_reproducible():
         with ThreadPoolExecutor(3) as pool:
             encodes = list(pool.map(lambda _: media.encode_mp4(video, 24, audio), range(30)))
     finally:
-        busy.set()
+        stop.set()
         loader.join()
     assert sum(e != first for e in encodes) == 0
 
