@@ -3,12 +3,14 @@ determinism, save/load, adaLN-zero init, compile, FLOPs, and a tiny overfitting 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from sora.diffusion.flow import MODES, ConditioningCurriculum, add_noise, flow_loss, velocity_target
-from sora.models.dit import AVDiT, dit_flops_per_token, estimate_flops
+from sora.models.dit import AVDiT, AVDiTConfig, dit_flops_per_token, estimate_flops
 from sora.models.layers import AdaLNModulation
 
 TINY = dict(
@@ -358,15 +360,51 @@ def test_module_is_plain_nn_module():
     assert isinstance(make_model(), nn.Module)
 
 
-@pytest.mark.parametrize("size", ["tiny", "S", "B", "L", "XL"])
+SIZES = ["tiny", "S", "B", "L", "XL"]
+SIZE_FIELDS = {"hidden_size", "depth", "single_stream_depth", "num_heads"}
+
+
+def _compose_dit(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from sora.config import compose
+
+    return OmegaConf.to_container(compose(f"model/dit/{name}").model.dit, resolve=True)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_size_configs_instantiate_with_the_stated_parameter_count(size):
     from pathlib import Path
 
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     path = Path(__file__).parents[2] / "conf" / "model" / "dit" / f"{size}.yaml"
     with torch.device("meta"):  # no memory, no init cost: only the architecture
-        model = instantiate(OmegaConf.load(path))
+        model = instantiate(_compose_dit(size))
     stated = path.read_text().split("(", 1)[1].split(";")[0].replace(",", "")  # "(1,540,293,448; counted ..."
     assert isinstance(model, AVDiT) and sum(p.numel() for p in model.parameters()) == int(stated)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_size_configs_are_the_base_plus_four_numbers(size):
+    base, composed = _compose_dit("base"), _compose_dit(size)
+    assert set(composed) == set(base) | SIZE_FIELDS
+    assert {k: v for k, v in composed.items() if k not in SIZE_FIELDS} == base
+    assert set(base) - {"_target_"} <= {f.name for f in dataclasses.fields(AVDiTConfig)}
+
+
+def test_config_dataclass_and_keywords_build_the_same_model():
+    cfg = AVDiTConfig(hidden_size=32, depth=2, num_heads=2, text_dim=16, single_stream_depth=1)
+    torch.manual_seed(0)
+    a = AVDiT(cfg)
+    torch.manual_seed(0)
+    b = AVDiT(**cfg.to_dict())
+    assert a.config == b.config and a.config["patch_size"] == [1, 2, 2] and a.hidden_size == 32
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
+    with pytest.raises(ValueError, match="not both"):
+        AVDiT(cfg, depth=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hidden'"):
+        AVDiT(hidden=32, depth=2, num_heads=2, text_dim=16)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        AVDiTConfig(hidden_size=30, depth=2, num_heads=4, text_dim=16)
