@@ -130,3 +130,36 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
     assert r0 == r1 and r0.endswith(" 2"), (r0, r1)
+
+
+@pytest.mark.gpu
+def test_train_steps_on_cuda_in_bf16_mixed_precision(tmp_path):
+    from sora.training.ema import EMA
+
+    module = _module()
+    before = {k: v.clone() for k, v in module.dit.state_dict().items()}
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMA(0.9)],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader([_batch() for _ in range(4)], batch_size=None))
+    assert trainer.global_step == 3 and module.device.type == "cuda"
+    assert all(p.dtype == torch.float32 for p in module.dit.parameters())  # bf16 compute, fp32 weights
+    moved = [k for k, v in module.dit.state_dict().items() if not torch.equal(v.cpu(), before[k])]
+    assert "final_video.linear.weight" in moved, "the optimizer stepped on the GPU"
+    module.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = module.compute_loss({k: v.cuda() if torch.is_tensor(v) else v for k, v in _batch().items()})
+    assert torch.isfinite(out["loss"])
+    trainer.save_checkpoint(tmp_path / "gpu.ckpt")
+    rebuilt = AVDiTModule.load_from_checkpoint(tmp_path / "gpu.ckpt", map_location="cpu", weights_only=True)
+    for (name, p1), (_, p2) in zip(rebuilt.dit.named_parameters(), module.dit.named_parameters()):
+        assert torch.equal(p1, p2.cpu()), name
