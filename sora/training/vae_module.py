@@ -11,8 +11,8 @@ gradients itself (``grad_clip``; the trainer's ``gradient_clip_val`` must be nul
 manual optimization), and only the autoencoder's step counts as a ``global_step``.
 
 Validation runs in float32 whatever the training precision, on held-out clips (the experiments use shards of
-the synthetic world made with another seed): PSNR and SSIM for video (:mod:`eval.recon`); for audio the log-mel
-L1 of :mod:`eval.recon` on the vocoded reconstruction (``val/mel_l1``; ``val/mel_l1_vocoder`` is the same for
+the synthetic world made with another seed): PSNR and SSIM for video; for audio the log-mel L1 (both from
+:mod:`sora.metrics`) on the vocoded reconstruction (``val/mel_l1``; ``val/mel_l1_vocoder`` is the same for
 the vocoded *original* mel, the floor the vocoder sets), the L1 in the VAE's own log-mel domain
 (``val/vae_mel_l1``) and the spectral convergence of the mel magnitudes. The first ``num_recon_clips`` clips are
 written as side-by-side mp4 files (original | reconstruction) under ``<out_dir>/recon/step<N>/`` and logged to
@@ -326,8 +326,8 @@ class VideoVAEModule(VAEModule):
         return [vae, build_optimizer(disc, self.disc_optim_cfg)]
 
     def evaluate(self, batch: dict) -> tuple[dict[str, Tensor], list[dict]]:
-        from eval.recon import psnr, ssim
         from sora.media import tensor_to_video
+        from sora.metrics import psnr, ssim
 
         video = batch["video"].float()  # (B, 3, T, H, W)
         recon, _ = self.vae(video, sample_posterior=False)  # posterior mean: deterministic
@@ -390,7 +390,7 @@ class AudioVAEModule(VAEModule):
         return self.loss(recon, target, posterior, self._has_audio(batch))
 
     def evaluate(self, batch: dict) -> tuple[dict[str, Tensor], list[dict]]:
-        from eval.recon import log_mel_l1
+        from sora.metrics import log_mel_l1
 
         mask = self._has_audio(batch)
         if not bool(mask.any()):
