@@ -5,7 +5,7 @@ Both modules share :class:`VAEModule`: the network is ``self.vae``, built from t
 relies on), trained with AdamW + warmup/cosine (:mod:`sora.training.optim`); bf16 autocast and gradient
 clipping come from the trainer, EMA from the :class:`~sora.training.ema.EMA` callback (``ema_module()``).
 
-The video VAE can add the 3D PatchGAN of :class:`~sora.models.video_vae.VideoVAELoss` (``loss.disc_weight >
+The video VAE can add the 3D PatchGAN of :class:`~sora.training.vae_loss.VideoVAELoss` (``loss.disc_weight >
 0``): the module then switches to manual optimization with two optimizers (autoencoder, discriminator), clips
 gradients itself (``grad_clip``; the trainer's ``gradient_clip_val`` must be null, Lightning refuses it with
 manual optimization), and only the autoencoder's step counts as a ``global_step``.
@@ -241,7 +241,7 @@ class VideoVAEModule(VAEModule):
     """Trains :class:`~sora.models.video_vae.CausalVideoVAE` on ``batch["video"] (B, 3, T, H, W)`` in [-1, 1].
 
     Args (besides :class:`VAEModule`'s):
-        loss: :class:`~sora.models.video_vae.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D PatchGAN
+        loss: :class:`~sora.training.vae_loss.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D PatchGAN
             (from ``disc_start_step``, adaptive weight) and manual optimization; ``perceptual_weight > 0`` needs
             ``lpips_weights_path`` (a local file: nothing is downloaded).
         disc_optim: OptimConfig fields of the discriminator, over ``optim`` (default betas ``(0.5, 0.9)``).
@@ -275,7 +275,7 @@ class VideoVAEModule(VAEModule):
         )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
-        from sora.models.video_vae import VideoVAELoss
+        from sora.training.vae_loss import VideoVAELoss
 
         return VideoVAELoss(**kwargs)
 
@@ -356,7 +356,7 @@ class AudioVAEModule(VAEModule):
     """Trains :class:`~sora.models.audio_vae.AudioVAE` on ``batch["audio"] (B, 1, S)``; clips with
     ``has_audio`` false are masked out of the loss, the metrics and the latent statistics.
 
-    Args: those of :class:`VAEModule`; ``loss`` holds :class:`~sora.models.audio_vae.AudioVAELoss` kwargs.
+    Args: those of :class:`VAEModule`; ``loss`` holds :class:`~sora.training.vae_loss.AudioVAELoss` kwargs.
     """
 
     def __init__(
@@ -373,7 +373,7 @@ class AudioVAEModule(VAEModule):
         )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
-        from sora.models.audio_vae import AudioVAELoss
+        from sora.training.vae_loss import AudioVAELoss
 
         return AudioVAELoss(**kwargs)
 
