@@ -1,5 +1,5 @@
 """Where the VAE losses live: sora/training/vae_loss.py (the discriminator network in sora/models/), with the
-checkpoint keys they had before the move (loss behaviour: tests/models/test_video_vae.py, test_audio_vae.py)."""
+checkpoint keys they had before the move (loss behaviour: tests/models/test_{video,audio}_vae.py)."""
 
 import torch
 
