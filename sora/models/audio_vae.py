@@ -1,4 +1,4 @@
-"""Audio VAE on log-mel spectrograms and a weight-free Griffin-Lim vocoder (its loss: sora/training/vae_loss.py).
+"""Audio VAE on log-mel spectrograms and a weight-free Griffin-Lim vocoder (loss: sora/training/vae_loss.py).
 
 Framing, stated once and used everywhere:
 
