@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from sora.models.layers import (
     MLP,
@@ -112,6 +111,8 @@ class AVDiTBlock(nn.Module):
         super().__init__()
         self.shared = shared
         self.attn_backend = attn_backend
+        # The attention over the joint sequence; sora.training.parallel swaps in Ulysses' all-to-all version.
+        self.attention_fn = attention
         n = 1 if shared else len(STREAMS)
         self.layers = nn.ModuleList(
             StreamLayer(
@@ -137,7 +138,8 @@ class AVDiTBlock(nn.Module):
         q = apply_rope(torch.cat([h[0] for h in heads], dim=2), cos, sin)  # (B, H, N, Dh)
         k = apply_rope(torch.cat([h[1] for h in heads], dim=2), cos, sin)  # (B, H, N, Dh)
         v = torch.cat([h[2] for h in heads], dim=2)  # (B, H, N, Dh)
-        out = rearrange(attention(q, k, v, key_padding_mask, self.attn_backend), "b h n d -> b n (h d)")
+        out = self.attention_fn(q, k, v, key_padding_mask, self.attn_backend)  # (B, H, N, Dh)
+        out = rearrange(out, "b h n d -> b n (h d)")
         outs = out.split([x.shape[1] for x in xs], dim=1)  # each (B, N_s, D)
         return [layer.finish(x, o, m) for layer, x, o, m in zip(layers, xs, outs, mods)]
 
@@ -240,7 +242,6 @@ class AVDiT(nn.Module):
         rope_theta: float = 10000.0,
         rope_axes: tuple[int, int, int] | list[int] | None = None,
         freq_dim: int = 256,
-        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         patch_size = tuple(int(p) for p in patch_size)
@@ -282,7 +283,9 @@ class AVDiT(nn.Module):
         self.mlp_ratio, self.mlp_type = mlp_ratio, mlp_type
         self.text_dim = text_dim
         self.rope_time_scale, self.rope_theta, self.rope_axes = rope_time_scale, rope_theta, rope_axes
-        self.gradient_checkpointing = gradient_checkpointing
+        # Set by sora.training.parallel for sequence parallelism: shards the token streams after embedding
+        # and gathers them before the final layers (None: one process holds the whole sequence).
+        self.sequence_parallel = None
 
         video_patch_dim = video_channels * patch_size[0] * patch_size[1] * patch_size[2]
         audio_patch_dim = audio_channels * audio_patch_size
@@ -532,19 +535,22 @@ class AVDiT(nn.Module):
         n_av = sum(x.shape[1] for x in xs[1:])
         key_mask = torch.cat([text_mask, text_mask.new_ones(B, n_av)], dim=1)  # (B, N)
 
+        sp = self.sequence_parallel
+        if sp is not None:  # local token slices; key_mask becomes the full mask in all-to-all order
+            xs, conds, cos, sin, key_mask, lengths = sp.shard(xs, conds, cos, sin, key_mask)
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, conds, cos, sin, key_mask, use_reentrant=False)
-            else:
-                xs = block(xs, conds, cos, sin, key_mask)
+            xs = block(xs, conds, cos, sin, key_mask)
 
+        outs = [self.final_video(xs[1], conds[1])]  # (B, Nv, Cv*pt*ph*pw)
+        if audio is not None:
+            outs.append(self.final_audio(xs[2], conds[2]))  # (B, La, Ca*pa)
+        if sp is not None:
+            outs = sp.gather(outs, lengths[1:])  # whole streams
         T, H, W = grid
-        out_v = self.final_video(xs[1], conds[1])  # (B, Nv, Cv*pt*ph*pw)
         out_v = rearrange(
-            out_v, "b (t h w) (c p q r) -> b c (t p) (h q) (w r)", t=T, h=H, w=W, p=pt, q=ph, r=pw
+            outs[0], "b (t h w) (c p q r) -> b c (t p) (h q) (w r)", t=T, h=H, w=W, p=pt, q=ph, r=pw
         )
         out_a = None
         if audio is not None:
-            out_a = self.final_audio(xs[2], conds[2])  # (B, La, Ca*pa)
-            out_a = rearrange(out_a, "b l (c p) -> b c (l p)", p=self.audio_patch_size)
+            out_a = rearrange(outs[1], "b l (c p) -> b c (l p)", p=self.audio_patch_size)
         return out_v, out_a
