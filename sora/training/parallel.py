@@ -15,11 +15,11 @@ rank attends over the whole sequence with ``heads / degree`` heads, and a second
 (:class:`UlyssesAttention`). Everything else in a block is per token. It combines with FSDP2 on a 2-D mesh
 ``(data_parallel, sequence_parallel)``; Lightning's mesh calls the second dimension ``tensor_parallel``.
 
-A network opts in by exposing its repeated blocks as ``blocks`` (an ``nn.ModuleList``), optionally
-``single_blocks``; sequence parallelism additionally needs the AV-DiT's two hooks (``sequence_parallel`` on the
-model, ``attention_fn`` on each block). The LightningModules call :func:`parallelize` from ``configure_model``;
-``trainer=fsdp`` selects :func:`model_parallel_strategy` (Lightning's ``ModelParallelStrategy``), which runs on
-CPU (gloo) as well as GPU (nccl).
+The repeated blocks are found by class name (:data:`REPEATED_BLOCKS`); sequence parallelism additionally
+needs the AV-DiT's two hooks (``sequence_parallel`` on the model, ``attention_fn`` on each block). The
+LightningModules call :func:`configure_parallelism` from ``configure_model``; ``trainer=fsdp`` selects
+:func:`model_parallel_strategy` (Lightning's ``ModelParallelStrategy``), which runs on CPU (gloo) as well as
+GPU (nccl).
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def data_parallel_rank_and_world(trainer) -> tuple[int, int]:
     return trainer.global_rank, trainer.world_size
 
 
-# ---- Ulysses sequence parallelism ----------------------------------------------------------------------------
+# ---- Ulysses sequence parallelism --------------------------------------------------------------------------
 
 
 class _AllToAll(torch.autograd.Function):
