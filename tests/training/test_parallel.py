@@ -163,3 +163,135 @@ def test_sharded_and_sequence_parallel_match_one_process(check, world, tmp_path)
         assert r["params_checked"] >= r["params"] - 1  # all but the unused null caption
         assert r["loss_diff"] < 1e-6
         assert r["grad_diff"] < 1e-6 < r["grad_scale"]
+
+
+# ---- real train.py runs (subprocesses: Lightning launches its ranks by re-running the script) -------------
+
+
+@pytest.fixture(scope="module")
+def tiny_latents(tmp_path_factory):
+    """A few latent shards of the synthetic world (as tests/conftest.py's latent_shards, built here so the
+    subprocesses below get plain paths)."""
+    from data_pipelines.latents import encode_shards
+    from data_pipelines.synthetic import WorldConfig, write_shards
+    from sora.checkpoint import build_module
+
+    out = tmp_path_factory.mktemp("parallel_data")
+    write_shards(
+        WorldConfig(duration=1.0), out / "world", num_clips=8, seed=123, clips_per_shard=4, num_workers=1
+    )
+    cfg = compose("train", ["experiment=dit_tiny"])
+    torch.manual_seed(0)
+    video, audio = build_module(cfg.model.video_vae), build_module(cfg.model.audio_vae)
+    encode_shards(video, audio, str(out / "world" / "shard-*.tar"), out / "latents", buckets={"64px": [17]})
+    return out / "latents"
+
+
+def _train(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _dit_args(latents: Path, out: Path) -> list[str]:
+    return [
+        "experiment=dit_tiny",
+        "logger=csv",
+        f"out_dir={out}",
+        f"data.train_urls={latents}/shard-*.tar",
+        "data.batch_size=2",
+        "data.max_tokens=null",
+        "data.num_workers=0",
+        "data.resampled=false",
+        "data.epoch_samples=null",
+        "callbacks.samples=null",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_steps=2",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "fsdp_sp"])
+def test_train_py_steps_under_each_strategy_and_the_checkpoint_loads_unsharded(
+    strategy, tiny_latents, tmp_path
+):
+    """A few real steps on 2 CPU processes; the checkpoint (gathered on rank 0) rebuilds a plain network."""
+    from sora.checkpoint import load_network_from_checkpoint
+
+    trainer = {
+        "ddp": ["trainer=ddp"],
+        "fsdp": ["trainer=fsdp"],
+        "fsdp_sp": [
+            "trainer=fsdp",
+            "trainer.strategy.sequence_parallel_size=2",
+            "module.activation_checkpointing=2",
+        ],
+    }[strategy]
+    out = tmp_path / "run"
+    _train(
+        [*_dit_args(tiny_latents, out), *trainer, "trainer.accelerator=cpu", "trainer.devices=2"], tmp_path
+    )
+    ckpt = out / "checkpoints" / "last.ckpt"
+    dit, _ = load_network_from_checkpoint(ckpt, "dit")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(not type(v).__name__.startswith("DTensor") for v in state.values())
+    assert any(k.startswith("dit.blocks.0.") for k in state) and not any(
+        "_checkpoint_wrapped" in k for k in state
+    )
+    assert sum(p.numel() for p in dit.parameters()) == sum(
+        v.numel() for k, v in state.items() if k.startswith("dit.")
+    )
+
+
+@pytest.mark.slow
+def test_sweep_jobs_get_their_own_folders(tiny_latents, tmp_path):
+    """`-m` with two values: each job trains and checkpoints in <out_dir>/multirun/<job number>."""
+    out = tmp_path / "sweep"
+    _train(["-m", *_dit_args(tiny_latents, out), "trainer.max_steps=1", "seed=0,1"], tmp_path)
+    for job, seed in ((0, 0), (1, 1)):
+        folder = out / "multirun" / str(job)
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+        assert f"seed: {seed}" in (folder / "config.yaml").read_text()
+
+
+def test_slurm_launcher_composes_with_any_trainer():
+    """hydra/launcher=slurm (the [slurm] extra) resolves its node count from the trainer, cpu included."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sora.config import CONF_DIR
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional [slurm] extra")
+    for trainer, nodes in (("cpu", 1), ("ddp", 4)):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(
+                "train",
+                [
+                    "experiment=dit_tiny",
+                    f"trainer={trainer}",
+                    f"trainer.num_nodes={nodes}",
+                    "hydra/launcher=slurm",
+                ],
+                return_hydra_config=True,
+            )
+        launcher = cfg.hydra.launcher
+        assert launcher._target_.endswith("SlurmLauncher") and launcher.nodes == nodes
+
+
+@pytest.mark.slow
+def test_sweep_through_submitit_local_executor(tiny_latents, tmp_path):
+    """The submitit launcher (as SLURM uses it) on this machine: jobs run in their own folders."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional [slurm] extra")
+    out = tmp_path / "sweep"
+    args = [*_dit_args(tiny_latents, out), "trainer.max_steps=1", "seed=0,1", "hydra/launcher=submitit_local"]
+    _train(["-m", *args, "hydra.launcher.timeout_min=10"], tmp_path)
+    for job in (0, 1):
+        assert (out / "multirun" / str(job) / "checkpoints" / "last.ckpt").is_file()
