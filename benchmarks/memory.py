@@ -124,7 +124,8 @@ def main() -> None:
         h, w, s = clip.split("x")
         n = clip_tokens(int(h), int(w), float(s))
         print(
-            f"\nPeak GiB per GPU, {h}x{w} {s} s ({n} tokens), {args.gpu_gb:.0f} GB GPUs; ratio vs the plain run"
+            f"\nPeak GiB per GPU, {h}x{w} {s} s ({n} tokens), {args.gpu_gb:.0f} GB GPUs; "
+            "ratio vs the plain run"
         )
         header = " | ".join(f"ckpt={'y' if c else 'n'} fsdp={f} sp={p}" for c, f, p in configs)
         print(f"| size | {header} |")
