@@ -20,6 +20,12 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # every sweep job in its own folder: <sweep dir>/<job number>
+        cfg.out_dir = hydra_cfg.runtime.output_dir
     run(cfg)
 
 

@@ -564,8 +564,12 @@ class StreamingDataModule(L.LightningDataModule):
         return self.progress.skipped
 
     def rank_and_world(self) -> tuple[int, int]:
+        """This process's data-parallel rank and size: the ranks of one sequence-parallel group read the same
+        samples (sora.training.parallel)."""
         if self.trainer is not None:
-            return self.trainer.global_rank, self.trainer.world_size
+            from sora.training.parallel import data_parallel_rank_and_world
+
+            return data_parallel_rank_and_world(self.trainer)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
 

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from sora.models.layers import (
     MLP,
@@ -115,6 +114,8 @@ class AVDiTBlock(nn.Module):
         super().__init__()
         self.shared = shared
         self.attn_backend = attn_backend
+        # The attention over the joint sequence; sora.training.parallel swaps in Ulysses' all-to-all version.
+        self.attention_fn = attention
         n = 1 if shared else len(STREAMS)
         self.layers = nn.ModuleList(
             StreamLayer(
@@ -140,7 +141,8 @@ class AVDiTBlock(nn.Module):
         q = apply_rope(torch.cat([h[0] for h in heads], dim=2), cos, sin)  # (B, H, N, Dh)
         k = apply_rope(torch.cat([h[1] for h in heads], dim=2), cos, sin)  # (B, H, N, Dh)
         v = torch.cat([h[2] for h in heads], dim=2)  # (B, H, N, Dh)
-        out = rearrange(attention(q, k, v, key_padding_mask, self.attn_backend), "b h n d -> b n (h d)")
+        out = self.attention_fn(q, k, v, key_padding_mask, self.attn_backend)  # (B, H, N, Dh)
+        out = rearrange(out, "b h n d -> b n (h d)")
         outs = out.split([x.shape[1] for x in xs], dim=1)  # each (B, N_s, D)
         return [layer.finish(x, o, m) for layer, x, o, m in zip(layers, xs, outs, mods)]
 
@@ -226,8 +228,8 @@ class AVDiTConfig:
 
     ``patch_size`` (time, height, width) latent cells per video token; ``audio_patch_size`` audio latent
     frames per audio token; ``single_stream_depth``: the last blocks share one set of weights over
-    [text, video, audio]; ``rope_axes``: RoPE dims per (time, height, width) axis, None = split ``head_dim``;
-    ``gradient_checkpointing`` is a runtime switch (not part of the architecture, left out of ``to_dict``).
+    [text, video, audio]; ``rope_axes``: RoPE dims per (time, height, width) axis, None = split ``head_dim``.
+    Activation checkpointing is not part of the architecture: :mod:`sora.training.parallel` applies it.
     """
 
     hidden_size: int
@@ -247,7 +249,6 @@ class AVDiTConfig:
     rope_theta: float = 10000.0
     rope_axes: tuple[int, int, int] | None = None
     freq_dim: int = 256
-    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -274,7 +275,7 @@ class AVDiTConfig:
 
     def to_dict(self) -> dict:
         """Plain keyword arguments that rebuild the same architecture (``AVDiT(**config.to_dict())``)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "gradient_checkpointing"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -291,10 +292,13 @@ class AVDiT(nn.Module):
             raise ValueError(f"give an AVDiTConfig or keyword arguments, not both (got {sorted(kwargs)})")
         cfg = config if config is not None else AVDiTConfig(**kwargs)
         self.config = cfg.to_dict()
-        for f in fields(cfg):  # self.hidden_size, self.patch_size, ... (gradient_checkpointing is switchable)
+        for f in fields(cfg):  # self.hidden_size, self.patch_size, ...
             setattr(self, f.name, getattr(cfg, f.name))
         hidden_size, depth, num_heads, text_dim = cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.text_dim
         video_channels, audio_channels, patch_size = cfg.video_channels, cfg.audio_channels, cfg.patch_size
+        # Set by sora.training.parallel for sequence parallelism: shards the token streams after embedding
+        # and gathers them before the final layers (None: one process holds the whole sequence).
+        self.sequence_parallel = None
 
         video_patch_dim = video_channels * patch_size[0] * patch_size[1] * patch_size[2]
         audio_patch_dim = audio_channels * cfg.audio_patch_size
@@ -544,19 +548,22 @@ class AVDiT(nn.Module):
         n_av = sum(x.shape[1] for x in xs[1:])
         key_mask = torch.cat([text_mask, text_mask.new_ones(B, n_av)], dim=1)  # (B, N)
 
+        sp = self.sequence_parallel
+        if sp is not None:  # local token slices; key_mask becomes the full mask in all-to-all order
+            xs, conds, cos, sin, key_mask, lengths = sp.shard(xs, conds, cos, sin, key_mask)
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, conds, cos, sin, key_mask, use_reentrant=False)
-            else:
-                xs = block(xs, conds, cos, sin, key_mask)
+            xs = block(xs, conds, cos, sin, key_mask)
 
+        outs = [self.final_video(xs[1], conds[1])]  # (B, Nv, Cv*pt*ph*pw)
+        if audio is not None:
+            outs.append(self.final_audio(xs[2], conds[2]))  # (B, La, Ca*pa)
+        if sp is not None:
+            outs = sp.gather(outs, lengths[1:])  # whole streams
         T, H, W = grid
-        out_v = self.final_video(xs[1], conds[1])  # (B, Nv, Cv*pt*ph*pw)
         out_v = rearrange(
-            out_v, "b (t h w) (c p q r) -> b c (t p) (h q) (w r)", t=T, h=H, w=W, p=pt, q=ph, r=pw
+            outs[0], "b (t h w) (c p q r) -> b c (t p) (h q) (w r)", t=T, h=H, w=W, p=pt, q=ph, r=pw
         )
         out_a = None
         if audio is not None:
-            out_a = self.final_audio(xs[2], conds[2])  # (B, La, Ca*pa)
-            out_a = rearrange(out_a, "b l (c p) -> b c (l p)", p=self.audio_patch_size)
+            out_a = rearrange(outs[1], "b l (c p) -> b c (l p)", p=self.audio_patch_size)
         return out_v, out_a

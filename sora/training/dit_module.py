@@ -28,7 +28,7 @@ from sora.diffusion.flow import (
     velocity_target,
 )
 from sora.training.optim import OptimConfig, build_optimizer
-from sora.training.parallel import apply_activation_checkpointing_and_compile
+from sora.training.parallel import configure_parallelism
 
 DEFAULT_FLOW = {
     "logit_mean": 0.0,
@@ -68,7 +68,8 @@ class AVDiTModule(L.LightningModule):
             step has about 1/T of a video step's FLOPs. Images teach what the caption says about appearance and
             layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
         image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
-        activation_checkpointing / compile: applied by :mod:`sora.training.parallel` in ``configure_model``.
+        activation_checkpointing (false, true/'full', or k for every k-th block; the one switch) / compile:
+            applied by :mod:`sora.training.parallel` in ``configure_model`` (with FSDP2 under ``trainer=fsdp``).
     """
 
     def __init__(
@@ -88,7 +89,7 @@ class AVDiTModule(L.LightningModule):
         sampling: dict | None = None,
         image_prob: float = 0.0,
         image_first_steps: int = 0,
-        activation_checkpointing: bool = False,
+        activation_checkpointing: bool | int | str = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -153,10 +154,12 @@ class AVDiTModule(L.LightningModule):
         return float(self.dit.estimate_flops(zv, za, num_text_tokens=n_text, training=True))
 
     def configure_model(self) -> None:
-        apply_activation_checkpointing_and_compile(
+        configure_parallelism(
+            self,
             self.dit,
             activation_checkpointing=self.hparams.activation_checkpointing,
             compile=self.hparams.compile,
+            others=(self.text_encoder,),
         )
 
     # ---- data -> normalised latents ------------------------------------------------------------------------

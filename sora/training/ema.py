@@ -49,9 +49,7 @@ class EMA(L.Callback):
         state = self._target(pl_module).state_dict()
         source = self._loaded if self._loaded is not None else state
         self.shadow = {
-            k: source[k].detach().to(v.device, torch.float32).clone()
-            for k, v in state.items()
-            if v.dtype.is_floating_point
+            k: _like(source[k].detach().float(), v) for k, v in state.items() if v.dtype.is_floating_point
         }
         self._loaded = None
 
@@ -84,7 +82,24 @@ class EMA(L.Callback):
             self.swap(pl_module, False)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["ema_state_dict"] = {k: v.detach().cpu().clone() for k, v in self.shadow.items()}
+        # Sharded (FSDP2) shadows are gathered, so the file loads anywhere; every rank takes part.
+        checkpoint["ema_state_dict"] = {k: _full(v).detach().cpu().clone() for k, v in self.shadow.items()}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._loaded = checkpoint.get("ema_state_dict")
+
+
+def _full(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor's whole value (all-gathered); a plain tensor as is."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``full`` as a float32 copy laid out like ``ref``: sharded the same way when ``ref`` is a DTensor."""
+    if hasattr(ref, "device_mesh"):
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        if isinstance(full, DTensor):
+            return full.to(torch.float32).clone()
+        return distribute_tensor(full.to(ref.device, torch.float32), ref.device_mesh, ref.placements)
+    return full.to(ref.device, torch.float32).clone()

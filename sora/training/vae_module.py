@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sora.checkpoint import build_module, sub_state_dict, to_plain_dict
+from sora.training.parallel import configure_parallelism
 from sora.training.optim import OptimConfig, build_optimizer
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class VAEModule(L.LightningModule):
         optim: :class:`~sora.training.optim.OptimConfig` fields for the autoencoder.
         num_recon_clips: validation clips written as side-by-side mp4 files at each validation.
         recon_dir: where they go (``<trainer.default_root_dir>/recon`` by default, i.e. ``<out_dir>/recon``).
+        activation_checkpointing / compile: applied to the residual blocks by :mod:`sora.training.parallel`
+            in ``configure_model`` (with FSDP2 sharding under ``trainer=fsdp``).
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class VAEModule(L.LightningModule):
         optim: dict | None = None,
         num_recon_clips: int = 4,
         recon_dir: str | None = None,
+        activation_checkpointing: bool | int | str = False,
+        compile: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -113,6 +118,8 @@ class VAEModule(L.LightningModule):
             optim=to_plain_dict(optim) if optim else {},
             num_recon_clips=int(num_recon_clips),
             recon_dir=recon_dir,
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
             **extra,
         )
         self.save_hyperparameters(hp)
@@ -144,6 +151,15 @@ class VAEModule(L.LightningModule):
         raise NotImplementedError
 
     # ---- what the callbacks and the rest of the project ask for -------------------------------------------
+
+    def configure_model(self) -> None:
+        configure_parallelism(
+            self,
+            self.vae,
+            activation_checkpointing=self.hparams.activation_checkpointing,
+            compile=self.hparams.compile,
+            others=(getattr(self.loss, "discriminator", None),),
+        )
 
     def ema_module(self) -> nn.Module:
         """The trained network (EMA keys share this module's state_dict prefix ``vae.``)."""
@@ -259,6 +275,8 @@ class VideoVAEModule(VAEModule):
         grad_clip: float | None = 1.0,
         num_recon_clips: int = 4,
         recon_dir: str | None = None,
+        activation_checkpointing: bool | int | str = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             vae=vae,
@@ -266,6 +284,8 @@ class VideoVAEModule(VAEModule):
             optim=optim,
             num_recon_clips=num_recon_clips,
             recon_dir=recon_dir,
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
             disc_optim=to_plain_dict(disc_optim) if disc_optim else {},
             grad_clip=grad_clip,
         )
@@ -367,9 +387,17 @@ class AudioVAEModule(VAEModule):
         optim: dict | None = None,
         num_recon_clips: int = 4,
         recon_dir: str | None = None,
+        activation_checkpointing: bool | int | str = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
-            vae=vae, loss=loss, optim=optim, num_recon_clips=num_recon_clips, recon_dir=recon_dir
+            vae=vae,
+            loss=loss,
+            optim=optim,
+            num_recon_clips=num_recon_clips,
+            recon_dir=recon_dir,
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
         )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
