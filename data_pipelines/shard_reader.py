@@ -158,7 +158,7 @@ def read_shard(url: str, on_skip: SkipFn) -> Iterator[dict]:
     try:
         yield from _Grouper(url, skip).samples(_members(stream, url, skip))
         finished = True
-    except Exception as exc:  # noqa: BLE001 - a pipe: command that failed mid-stream, an I/O error
+    except (OSError, EOFError, ValueError, tarfile.TarError) as exc:  # a failed pipe: command, an I/O error
         skip("shard_error", url, f"read failed: {type(exc).__name__}: {exc}")
     finally:
         try:
