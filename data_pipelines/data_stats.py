@@ -38,7 +38,8 @@ class DataStatsCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         if isinstance(dm, StreamingDataModule) and not trainer.sanity_checking:
-            pl_module.log("data/val_skipped", float(sum(dm.val_progress.skipped.values())))
+            skipped = float(sum(dm.val_progress.skipped.values()))
+            pl_module.log("data/val_skipped", skipped, reduce_fx="sum", sync_dist=True)  # all ranks
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule

@@ -476,7 +476,7 @@ def test_training_on_corrupt_shards_fails_fast_with_a_bounded_log(corrupt, tmp_p
 
 
 def test_default_callbacks_log_the_skip_counters(tmp_path):
-    good = [(f"ok{i}", clip_sample(num_frames=12, audio=False)) for i in range(8)]
+    good = [(f"ok{i}", clip_sample(num_frames=18, audio=False)) for i in range(8)]  # val windows: 17
     bad = [("junk", {"mp4": b"not a video", "txt": b"x"})]
     urls = [write_shard(tmp_path / "good.tar", good), write_shard(tmp_path / "bad.tar", bad)]
     urls.append(write_shard(tmp_path / "damaged.tar", good[:4]))
@@ -485,9 +485,11 @@ def test_default_callbacks_log_the_skip_counters(tmp_path):
     damaged = bytearray(Path(urls[2]).read_bytes())
     damaged[offset + 100 : offset + 108] = b"garbage!"  # a header checksum that no longer matches
     Path(urls[2]).write_bytes(bytes(damaged))
-    cfg = compose("train", [*_vae_overrides(tmp_path / "run", urls), "trainer.max_steps=3"])
+    val = [f"data.val_urls=[{urls[1]},{urls[0]}]", "module.num_recon_clips=1"]  # validation at the end
+    cfg = compose("train", [*_vae_overrides(tmp_path / "run", urls), "trainer.max_steps=3", *val])
     result = train.run(cfg)
     metrics = result["metrics"]
+    assert metrics["data/val_skipped"] == 1 and "val/psnr" in metrics
     assert metrics["data/skipped/decode_error"] >= 1 and metrics["data/skipped/corrupt_tar"] >= 1
     assert (
         metrics["data/skipped"] == metrics["data/skipped/decode_error"] + metrics["data/skipped/corrupt_tar"]
