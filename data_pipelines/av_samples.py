@@ -136,4 +136,3 @@ def collate_av(items: list[dict]) -> dict:
         "caption": [it["caption"] for it in items],
         "meta": [it["meta"] for it in items],
     }
-

@@ -108,4 +108,3 @@ class BucketSpec:
 
     def batch_size(self, bucket: Bucket) -> int:
         return self._batch[bucket]
-

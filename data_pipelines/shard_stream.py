@@ -214,7 +214,7 @@ class ShardStream(IterableDataset):
             finally:
                 if watch is not None:
                     watch.decoded(draw, usable)
-                    if watch.stalled():
+                    if not usable and watch.stalled():
                         raise stalled()
             pending[key].append(item)
             if len(pending[key]) >= self.batch_size(key):
@@ -256,4 +256,3 @@ class ShardStream(IterableDataset):
             yield sample
         rng.shuffle(buffer)
         yield from buffer
-

@@ -117,5 +117,3 @@ def _as_is(batch: dict) -> dict:
 
 def init_worker(_: int) -> None:
     torch.set_num_threads(1)  # one decode per core: workers must not oversubscribe with intra-op threads
-
-
