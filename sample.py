@@ -9,15 +9,10 @@ import hydra
 from omegaconf import DictConfig
 
 from sora.config import CONF_DIR
+from sora.pipeline import sample_from_config
 
 
 def run(cfg: DictConfig) -> dict:
-    try:
-        from sora.pipeline import sample_from_config
-    except ImportError as err:  # the generation pipeline is built in its own issue
-        raise NotImplementedError(
-            "sampling is not available yet: sora/pipeline.py (the generation pipeline) has not landed"
-        ) from err
     return sample_from_config(cfg)
 
 

@@ -4,22 +4,29 @@
 
 Flow, per source file (one work unit, run in a pool of ``num_workers`` processes):
 
-1. list sources: a folder (recursive, ``extensions``), a ``.csv``/``.jsonl`` manifest (``path``, ``caption``,
-   extra columns are kept under ``extra`` in the json), a ``.txt`` URL list (paths, ffmpeg URLs, ``pipe:cmd``)
-   or one video file. Captions come from the manifest, else a sidecar ``<video>.txt``, else ``""``.
-2. probe (duration, fps, size, audio), then decode once, frame by frame: each frame is downscaled to
-   ``clip.detect_size``^2 for the scene-cut detector (a cut = mean |difference| above ``cut_threshold`` and
-   ``cut_ratio`` times the recent mean) and the motion score; a clip closes at a cut or at
-   ``clip.max_seconds``.
+1. list sources (:mod:`data_pipelines.ingest_sources`): a folder (recursive, ``extensions``), a
+   ``.csv``/``.jsonl`` manifest (``path``, ``caption``, extra columns are kept under ``extra`` in the json; a
+   row is a path or an http/https/ftp URL, never a command), a ``.txt`` URL list (paths, ffmpeg URLs, and
+   ``pipe:cmd`` only with ``allow_pipe=true``) or one video file. A second name for one file (a symlink, a
+   repeated row) is refused as a duplicate. Captions come from the manifest, else a sidecar ``<video>.txt``,
+   else ``""``.
+2. probe (duration, fps, size, audio), then decode once, frame by frame: frames are put on a constant-rate
+   grid by their timestamps (a variable-frame-rate source keeps its sync with the sound), each is
+   downscaled to ``clip.detect_size``^2 for the scene-cut detector (a cut = mean |difference| above
+   ``cut_threshold`` and ``cut_ratio`` times the recent mean) and the motion score; a clip closes at a cut
+   or at ``clip.max_seconds``.
 3. filter clips (``too_short``, ``too_long``, ``low_resolution``, ``static``; the reason of every drop is
-   kept), re-encode the survivors with :func:`sora.media.encode_mp4` together with their audio window.
+   kept), re-encode the survivors with :func:`sora.media.encode_mp4` together with their audio window,
+   downmixed to ``output.audio_channels`` (mono by default).
 
 The main process writes the clips into ``shard-%06d.tar`` (``{key}.mp4``, ``{key}.json``, ``{key}.txt``) of at
 most ``shard.max_samples`` clips / ``shard.max_bytes`` bytes, each written as ``*.tar.tmp`` and renamed when
 complete. After each rename one line is appended to ``ingest_state.jsonl``: the shard, its clip keys, and the
 outcome of every file whose clips are now all in finished shards. A rerun skips finished files and already
 written clip keys (a file cut off mid-shard by a crash is decoded again, its written clips are not repeated),
-so it never duplicates nor loses a clip. ``ingest_report.json`` sums the state over all runs.
+so it never duplicates nor loses a clip; files that failed (unreadable, cut short, a clip that failed to
+encode) are tried again. ``ingest_report.json`` sums the state over all runs and lists every refused source,
+dropped clip, lost or padded audio track and variable-frame-rate file with its reason.
 
 Bad input never stops the job: empty, truncated, unreadable files and files without a video stream are
 counted as unreadable with their error; a file that fails mid-stream keeps the clips decoded before the error
@@ -28,7 +35,6 @@ counted as unreadable with their error; a file that fails mid-stream keeps the c
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -48,6 +54,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from data_pipelines.ingest_sources import (
+    FETCHED_SCHEMES,
+    Listing,
+    SourceItem,
+    decode_text,
+    dedupe,
+    identity,
+    list_sources,
+    url_scheme,
+)
 from data_pipelines.shard_writer import ShardWriter
 from sora import media
 from sora.config import CONF_DIR, save_resolved_config
@@ -57,17 +73,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "ingest_state.jsonl"
 REPORT_FILE = "ingest_report.json"
 SHARD_PATTERN = "shard-%06d.tar"
+AUDIO_PAD_TOLERANCE = 0.1  # seconds: an AAC track may end a frame (1024 samples) before the video
 DROP_REASONS = ("too_short", "too_long", "low_resolution", "static", "encode_error")
-
-
-@dataclass
-class SourceItem:
-    """One input video: a local path, an ffmpeg URL or a ``pipe:`` command, with its manifest fields."""
-
-    source: str
-    caption: str | None = None
-    caption_replaced: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -83,23 +90,42 @@ class FileOutcome:
     """What became of one source: written clips, dropped clips with reasons, or the error that stopped it."""
 
     source: str
+    identity: str = ""  # the resolved file (or the URL): a second name for it is a duplicate
     clips: list[Clip] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)
     error: str | None = None  # unreadable: nothing could be decoded
     partial_error: str | None = None  # decoding stopped early; the clips before the error are kept
     caption_replaced: bool = False
     caption_missing: bool = False
+    audio_errors: list[dict] = field(default_factory=list)  # clips kept without their (unreadable) sound
+    audio_padded: list[dict] = field(default_factory=list)  # clips longer than the audio track: silence added
+    frames_repeated: int = 0  # variable frame rate: frames shown twice on the constant-rate grid ...
+    frames_skipped: int = 0  # ... and frames left out, so that pictures keep their time (and sync)
 
     def summary(self) -> dict:
         return {
             "source": self.source,
+            "identity": self.identity or self.source,
             "clips": len(self.clips),
             "dropped": self.dropped,
             "error": self.error,
             "partial_error": self.partial_error,
             "caption_replaced": self.caption_replaced,
             "caption_missing": self.caption_missing,
+            "audio_errors": self.audio_errors,
+            "audio_padded": self.audio_padded,
+            "frames_repeated": self.frames_repeated,
+            "frames_skipped": self.frames_skipped,
         }
+
+
+def _failed(summary: dict) -> bool:
+    """A file a rerun tries again: unreadable, cut short, or with a clip that failed to encode."""
+    return bool(
+        summary["error"]
+        or summary["partial_error"]
+        or any(d["reason"] == "encode_error" for d in summary["dropped"])
+    )
 
 
 @dataclass
@@ -118,7 +144,7 @@ class IngestSettings:
     min_motion: float = 0.002
     max_short_side: int | None = None
     audio_sample_rate: int | None = None
-    audio_mono: bool = False
+    audio_channels: int = 1
     crf: int = 18
     preset: str = "veryfast"
     sidecar: bool = True
@@ -140,6 +166,7 @@ class IngestSettings:
             "filter.min_duration": s.min_duration >= 0,
             "filter.max_duration": s.max_duration is None or s.max_duration >= s.min_duration,
             "output.max_short_side": s.max_short_side is None or s.max_short_side >= 2,
+            "output.audio_channels": s.audio_channels in (1, 2),
         }
         for name, ok in checks.items():
             if not ok:
@@ -147,82 +174,31 @@ class IngestSettings:
         return s
 
 
-# ------------------------------------------------------------------------------------------ listing
-
-
-def _decode_text(raw: bytes) -> tuple[str, bool]:
-    """UTF-8 text, or the U+FFFD-replaced decoding and ``True`` when the bytes are not valid UTF-8."""
-    try:
-        return raw.decode("utf-8").strip(), False
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", errors="replace").strip(), True
-
-
-def _manifest_rows(path: Path) -> list[dict]:
-    text, _ = _decode_text(path.read_bytes())
-    if path.suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def list_sources(input_path: str, extensions: list[str]) -> tuple[list[SourceItem], list[str]]:
-    """The videos to ingest and the manifest problems found while listing them (one message each)."""
-    path, exts = Path(input_path), {"." + e.lower().lstrip(".") for e in extensions}
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in exts and p.is_file())
-        return [SourceItem(str(p)) for p in files], []
-    if not path.exists():
-        raise ValueError(f"ingest config: input = {input_path} does not exist")
-    if path.suffix.lower() in exts:
-        return [SourceItem(str(path))], []
-    problems: list[str] = []
-    if path.suffix == ".txt":
-        lines = [ln.strip() for ln in _decode_text(path.read_bytes())[0].splitlines()]
-        items = [
-            SourceItem(ln if _is_remote(ln) else str(path.parent / ln))
-            for ln in lines
-            if ln and not ln.startswith("#")
-        ]
-        return items, problems
-    if path.suffix not in (".csv", ".jsonl"):
-        raise ValueError(
-            f"ingest config: input = {input_path} is not a folder, .csv/.jsonl manifest, "
-            f".txt URL list or video ({sorted(exts)})"
-        )
-    items = []
-    for i, row in enumerate(_manifest_rows(path)):
-        src = row.pop("path", None) or row.pop("url", None)
-        if not src:
-            problems.append(f"{path.name} row {i + 1}: no 'path' column")
-            continue
-        caption = row.pop("caption", None)
-        replaced = isinstance(caption, str) and "\ufffd" in caption
-        src = src if _is_remote(src) else str(path.parent / src)
-        items.append(SourceItem(src, caption, replaced, dict(row)))
-    return items, problems
-
-
-def _is_remote(src: str) -> bool:
-    return src.startswith("pipe:") or "://" in src
-
-
 # ------------------------------------------------------------------------------------------ one file
 
 
-def _fetch(source: str, timeout: float) -> str | bytes:
-    """A local path as is; ``pipe:`` commands and http(s)/ftp URLs fetched into memory once."""
-    if source.startswith("pipe:"):
+def _fetch(item: SourceItem, timeout: float) -> str | bytes:
+    """What PyAV opens: a local file's absolute path, or the bytes of an http(s)/ftp URL or a ``pipe:``.
+
+    The kind was decided when the source was listed, never from the string here: a local file named
+    ``pipe:x.mp4`` or ``concat:a|b`` is opened as a file (an absolute path is never an ffmpeg protocol),
+    and only a ``.txt`` URL list with ``allow_pipe=true`` makes ``pipe:`` items.
+    """
+    source = item.source
+    if item.kind == "pipe":
         return subprocess.run(source[5:], shell=True, capture_output=True, check=True, timeout=timeout).stdout
-    if source.split("://")[0] in ("http", "https", "ftp"):
-        with urllib.request.urlopen(source, timeout=timeout) as response:
-            return response.read()
-    if "://" in source:
-        return source  # any other ffmpeg protocol is opened by PyAV itself
+    if item.kind == "url":
+        if url_scheme(source) in FETCHED_SCHEMES:
+            with urllib.request.urlopen(source, timeout=timeout) as response:
+                return response.read()
+        return source  # another ffmpeg protocol, listed in a .txt URL list: opened by PyAV itself
+    if item.kind != "path":
+        raise ValueError(f"unknown source kind {item.kind!r}")
     if not os.access(source, os.R_OK):
         raise OSError(f"cannot read {source}")
     if os.path.getsize(source) == 0:
         raise ValueError("empty file (0 bytes)")
-    return source
+    return os.path.abspath(source)
 
 
 def _clip_key(source: str, index: int) -> str:
@@ -234,8 +210,8 @@ def _caption(item: SourceItem, sidecar: bool) -> tuple[str, bool, bool]:
     if item.caption is not None:
         return item.caption.strip(), item.caption_replaced, not item.caption.strip()
     side = Path(item.source).with_suffix(".txt")
-    if sidecar and not _is_remote(item.source) and side.is_file():
-        text, replaced = _decode_text(side.read_bytes())
+    if sidecar and item.kind == "path" and side.is_file():
+        text, replaced = decode_text(side.read_bytes())
         return text, replaced, not text
     return "", False, True
 
@@ -287,6 +263,59 @@ class _ClipCutter:
         return seg
 
 
+class _ConstantRate:
+    """Puts decoded frames on the grid ``t0 + k / fps`` by their timestamps, so pictures keep their time.
+
+    Clips are encoded at a constant rate, and their sound is cut by time: a variable-frame-rate source
+    whose frames were simply numbered would drift from its sound (a marker and a click both at 1.50 s came
+    out 0.875 s apart). Each frame takes the slot nearest its timestamp; a slot no frame reaches repeats
+    the frame before it, and of two frames on one slot the nearer is kept. A constant-rate source fills
+    every slot exactly once, so it is unchanged. A gap longer than ``max_gap`` seconds (a clip's length)
+    starts a new grid, and ``push`` says so: the clip before it must end there.
+    """
+
+    def __init__(self, fps: float, max_gap: float) -> None:
+        self.fps, self.max_gap = fps, max_gap
+        self.t0: float | None = None
+        self.held: tuple[object, int, float] | None = None  # (frame, slot, timestamp) not yet placed
+        self.repeated = 0
+        self.skipped = 0
+
+    def push(self, frame: object, t: float) -> tuple[list[tuple[object, float]], bool]:
+        """Add one decoded frame; returns the frames placed with their slot times, and whether a gap
+        ended the grid before this frame."""
+        if self.t0 is None:
+            self.t0 = t
+        slot = round((t - self.t0) * self.fps)
+        if self.held is None:
+            self.held = (frame, slot, t)
+            return [], False
+        held, held_slot, held_t = self.held
+        if slot <= held_slot:  # two frames on one slot, or a timestamp going back: keep the nearer
+            self.skipped += 1
+            if slot == held_slot and abs(t - self._time(slot)) < abs(held_t - self._time(slot)):
+                self.held = (frame, slot, t)
+            return [], False
+        if (slot - held_slot) / self.fps > self.max_gap:
+            placed = self.flush()
+            self.t0, self.held = t, (frame, 0, t)
+            return placed, True
+        self.repeated += slot - held_slot - 1
+        self.held = (frame, slot, t)
+        return [(held, self._time(k)) for k in range(held_slot, slot)], False
+
+    def flush(self) -> list[tuple[object, float]]:
+        """The frame still held, placed on its slot."""
+        if self.held is None:
+            return []
+        held, slot, _ = self.held
+        self.held = None
+        return [(held, self._time(slot))]
+
+    def _time(self, slot: int) -> float:
+        return (self.t0 or 0.0) + slot / self.fps
+
+
 def _output_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
     short = min(width, height)
     scale = 1.0 if not max_short_side or short <= max_short_side else max_short_side / short
@@ -296,10 +325,10 @@ def _output_size(width: int, height: int, max_short_side: int | None) -> tuple[i
 
 def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
     """Decode one source into filtered, re-encoded clips. Never raises: errors are recorded in the outcome."""
-    out = FileOutcome(item.source)
+    out = FileOutcome(item.source, identity(item.source, item.kind))
     try:
         caption, out.caption_replaced, out.caption_missing = _caption(item, s.sidecar)
-        src = _fetch(item.source, s.fetch_timeout)
+        src = _fetch(item, s.fetch_timeout)
         info = media.probe(src)
         if not info.fps > 0:
             raise ValueError("unknown frame rate")
@@ -336,6 +365,12 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
                 }
             )
 
+    grid = _ConstantRate(info.fps, max_gap=s.max_seconds)
+
+    def place(placed: list[tuple[object, float]]) -> None:
+        for (rgb, small), t in placed:
+            finish(cutter.push(rgb, small, t))
+
     decoded = 0
     try:
         with av.open(io.BytesIO(src) if isinstance(src, bytes) else src) as container:
@@ -345,7 +380,10 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
                 t = float(frame.time) if frame.time is not None else decoded / info.fps
                 rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
                 small = frame.reformat(width=s.detect_size, height=s.detect_size, format="rgb24").to_ndarray()
-                finish(cutter.push(rgb, small.astype(np.float32) / 255.0, t))
+                placed, gap = grid.push((rgb, small.astype(np.float32) / 255.0), t)
+                place(placed)
+                if gap:
+                    finish(cutter.flush())
                 decoded += 1
     except Exception as exc:  # noqa: BLE001 - keep what was decoded before a truncated / corrupt tail
         msg = f"{type(exc).__name__}: {exc}"
@@ -353,7 +391,9 @@ def process_source(item: SourceItem, s: IngestSettings) -> FileOutcome:
             out.error = msg
             return out
         out.partial_error = msg
+    out.frames_repeated, out.frames_skipped = grid.repeated, grid.skipped
     try:
+        place(grid.flush())
         finish(cutter.flush())
     except Exception as exc:  # noqa: BLE001
         out.partial_error = out.partial_error or f"{type(exc).__name__}: {exc}"
@@ -397,8 +437,12 @@ def _emit(
             audio, rate = media.read_audio(src, start=seg["start"], duration=duration)
         except Exception as exc:  # noqa: BLE001 - keep the pictures, flag the lost sound in the json
             audio_error = f"{type(exc).__name__}: {exc}"
-        if audio is not None and s.audio_mono:
-            audio = media.to_mono(audio).numpy()
+            out.audio_errors.append({"clip_index": index, **span, "error": audio_error})
+        padded = _outside(info.audio_span, seg["start"], seg["start"] + duration)
+        if audio is not None and padded > AUDIO_PAD_TOLERANCE:  # read_audio filled the gap with silence
+            out.audio_padded.append({"clip_index": index, **span, "seconds": round(padded, 3)})
+        if audio is not None:  # 5.1, 7.1...: downmixed to output.audio_channels (mono by default)
+            audio = media.downmix(audio, _channel_names(info.audio_layout, audio.shape[0]), s.audio_channels)
         if audio is not None and s.audio_sample_rate and rate != s.audio_sample_rate:
             audio, rate = media.resample_audio(audio, rate, s.audio_sample_rate).numpy(), s.audio_sample_rate
     video = np.stack(seg["frames"])  # (T, H, W, 3)
@@ -414,6 +458,8 @@ def _emit(
         "height": height,
         "has_audio": audio is not None,
         "audio_sample_rate": rate,
+        "audio_channels": None if audio is None else int(audio.shape[0]),
+        "source_audio_layout": info.audio_layout,
         "motion_score": round(seg["motion"], 6),
         "starts_at_cut": seg["after_cut"],
         "source_width": info.width,
@@ -422,9 +468,27 @@ def _emit(
     }
     if audio_error:
         meta["audio_error"] = audio_error
+    if out.audio_padded and out.audio_padded[-1]["clip_index"] == index:
+        meta["audio_padded_seconds"] = out.audio_padded[-1]["seconds"]
     if item.extra:
         meta["extra"] = item.extra
     out.clips.append(Clip(_clip_key(item.source, index), data, meta, caption))
+
+
+def _outside(span: tuple[float, float] | None, start: float, end: float) -> float:
+    """Seconds of ``[start, end]`` that the audio track ``span`` does not cover (0 when unknown)."""
+    if span is None:
+        return 0.0
+    return max(0.0, span[0] - start) + max(0.0, end - span[1])
+
+
+def _channel_names(layout: str | None, channels: int) -> list[str]:
+    """The source's channel names (FL, FR, FC, LFE...), or unknown positions if its layout says nothing."""
+    try:
+        names = media.layout_channels(layout) if layout else []
+    except (ValueError, TypeError):  # a layout name FFmpeg cannot parse back
+        names = []
+    return names if len(names) == channels else ["NONE"] * channels
 
 
 def _work(args: tuple[SourceItem, IngestSettings]) -> FileOutcome:
@@ -456,9 +520,9 @@ class _State:
                     log.warning("ignoring a torn line in %s (interrupted write)", self.path)
                     continue
                 self._apply(rec)
-        missing = [sh["name"] for sh in self.shards if not (out_dir / sh["name"]).exists()]
-        if missing:
-            log.warning("shards listed in %s are missing on disk: %s", self.path, missing)
+        self.missing = [sh["name"] for sh in self.shards if not (out_dir / sh["name"]).exists()]
+        if self.missing:
+            log.warning("shards listed in %s are missing on disk: %s", self.path, self.missing)
 
     def _apply(self, rec: dict) -> None:
         if rec.get("shard"):
@@ -530,15 +594,14 @@ class _ShardWriter:
         return self.out_dir / (SHARD_PATTERN % index + (".tmp" if tmp else ""))
 
 
-def _report(
-    state: _State, items: list[SourceItem], problems: list[str], this_run: dict, cfg: DictConfig
-) -> dict:
+def _report(state: _State, listing: Listing, this_run: dict, cfg: DictConfig) -> dict:
     files = list(state.files.values())
     dropped = Counter(d["reason"] for f in files for d in f["dropped"])
+    vfr = [f for f in files if f.get("frames_repeated") or f.get("frames_skipped")]
     return {
         "input": str(cfg.input),
         "out_dir": str(cfg.out_dir),
-        "files_seen": len(items),
+        "files_seen": len(listing.items),
         "files_done": len(files),
         "files_with_clips": sum(1 for f in files if f["clips"]),
         "files_unreadable": sum(1 for f in files if f["error"]),
@@ -550,12 +613,29 @@ def _report(
         ],
         "clips_written": sum(sh["samples"] for sh in state.shards),
         "clips_dropped": {**{r: 0 for r in DROP_REASONS}, **dropped},
+        "dropped": [{"source": f["source"], **d} for f in files for d in f["dropped"]],
+        "audio_lost": [{"source": f["source"], **a} for f in files for a in f.get("audio_errors", [])],
+        "audio_padded": [{"source": f["source"], **a} for f in files for a in f.get("audio_padded", [])],
+        "files_vfr": [{k: f[k] for k in ("source", "frames_repeated", "frames_skipped")} for f in vfr],
         "captions_non_utf8": sum(1 for f in files if f["caption_replaced"]),
         "captions_missing": sum(1 for f in files if f["caption_missing"] and not f["error"]),
-        "manifest_problems": problems,
+        "refused": listing.refused,
+        "files_ignored": dict(sorted(listing.ignored.items())),
         "shards": [{k: sh[k] for k in ("name", "samples", "bytes")} for sh in state.shards],
+        "shards_missing": state.missing,
         "this_run": this_run,
     }
+
+
+def _out_dir(path: str) -> Path:
+    out_dir = Path(path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"ingest config: out_dir = {path} is a file; it must be a folder (or not exist yet)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"ingest config: out_dir = {path} cannot be created: {exc}") from exc
+    return out_dir
 
 
 def run(cfg: DictConfig) -> dict:
@@ -566,14 +646,17 @@ def run(cfg: DictConfig) -> dict:
         raise ValueError(f"ingest config: shard.max_samples / shard.max_bytes must be >= 1, got {cfg.shard}")
     if cfg.num_workers < 0:
         raise ValueError(f"ingest config: num_workers must be >= 0, got {cfg.num_workers}")
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(str(cfg.out_dir))
     save_resolved_config(cfg, out_dir, "ingest_config.yaml")
-    items, problems = list_sources(str(cfg.input), list(cfg.extensions))
+    listing = list_sources(str(cfg.input), list(cfg.extensions), allow_pipe=bool(cfg.allow_pipe))
     for tmp in out_dir.glob("*.tmp"):
         tmp.unlink()  # a shard left half-written by an interrupted run
     state = _State(out_dir)
-    pending = [it for it in items if it.source not in state.files]
+    dedupe(listing, {f.get("identity", f["source"]): f["source"] for f in state.files.values()})
+    for r in listing.refused:
+        log.warning("refused %s (%s): %s", r["source"], r["where"], r["reason"])
+    pending = [it for it in listing.items if it.source not in state.files or _failed(state.files[it.source])]
+    retried = sum(1 for it in pending if it.source in state.files)
     writer = _ShardWriter(out_dir, state, int(cfg.shard.max_samples), int(cfg.shard.max_bytes))
     clips_written = 0
     pool = None
@@ -592,6 +675,13 @@ def run(cfg: DictConfig) -> dict:
                 log.warning("unreadable %s: %s", outcome.source, outcome.error)
             for d in outcome.dropped:
                 log.info("dropped %s [%.2f, %.2f]: %s", outcome.source, d["start"], d["end"], d["reason"])
+            if outcome.frames_repeated or outcome.frames_skipped:
+                log.warning(
+                    "variable frame rate %s: %d frames repeated, %d skipped to keep time",
+                    outcome.source,
+                    outcome.frames_repeated,
+                    outcome.frames_skipped,
+                )
             writer.file_done({**outcome.summary(), "clips_added": len(new)})
         writer.close_shard()
     finally:
@@ -599,20 +689,22 @@ def run(cfg: DictConfig) -> dict:
             pool.terminate()
     this_run = {
         "files_processed": len(pending),
+        "files_retried": retried,
         "clips_written": clips_written,
         "shards_written": writer.shards_written,
         "seconds": round(time.time() - t0, 2),
     }
-    report = _report(state, items, problems, this_run, cfg)
+    report = _report(state, listing, this_run, cfg)
     tmp = out_dir / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, out_dir / REPORT_FILE)
     log.info(
-        "ingest: %d clips written this run, %d in total, dropped %s, %d unreadable",
+        "ingest: %d clips written this run, %d in total, dropped %s, %d unreadable, %d refused",
         clips_written,
         report["clips_written"],
         report["clips_dropped"],
         report["files_unreadable"],
+        len(report["refused"]),
     )
     return report
 

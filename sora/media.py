@@ -9,6 +9,7 @@ in [-1, 1]. Tensors in the DESIGN.md layout are produced by :func:`video_to_tens
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -59,6 +60,8 @@ class MediaInfo:
     audio_sample_rate: int | None
     audio_channels: int | None
     video_codec: str
+    audio_layout: str | None = None  # FFmpeg's name for the channel layout: "mono", "stereo", "5.1", ...
+    audio_span: tuple[float, float] | None = None  # (start, end) seconds of the audio track, when known
 
 
 def _open(src: Source, mode: str = "r", **kwargs) -> av.container.Container:
@@ -67,6 +70,27 @@ def _open(src: Source, mode: str = "r", **kwargs) -> av.container.Container:
     elif isinstance(src, os.PathLike):
         src = os.fspath(src)
     return av.open(src, mode, **kwargs)
+
+
+@functools.cache
+def x264_asm() -> str | None:
+    """The instruction sets x264 may use: ``"AVX2"`` on a CPU with AVX-512, else ``None`` (x264 decides).
+
+    x264's AVX-512 code path is not byte-reproducible: with its macroblock-tree rate control (on by default)
+    the same frames encode to different bytes from one call to the next (half of 60 encodes of a 48x32 clip
+    differed on an AMD EPYC under load; with ``asm=AVX2`` or ``mbtree=0`` all 60 were equal). Capping x264 at
+    AVX2 keeps mbtree's bitrate savings (``mbtree=0`` cost 30-60% more bytes at the same crf) and the speed
+    (48 frames of 256x256: 96-101 ms an encode with AVX2, 92-105 ms with AVX-512, same machine and run).
+    Every CPU with AVX-512 has AVX2, FMA3 and BMI2, the set x264 names ``AVX2``.
+    """
+    try:  # numpy's own runtime CPU dispatch table: portable across operating systems
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        try:  # numpy < 2
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            features = {}
+    return "AVX2" if features.get("AVX512F") and features.get("AVX2") else None
 
 
 def _fraction(fps: float) -> Fraction:
@@ -143,9 +167,12 @@ def write_mp4(
             container.metadata[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
         vstream = container.add_stream("libx264", rate=_fraction(fps))
         vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-        # One x264 thread: multi-threaded x264 is not byte-reproducible here (about 1 encode in 20 differed),
-        # and the project parallelises over clips (worker processes) instead.
-        vstream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        # One x264 thread, so the bytes do not depend on the machine's core count (the project parallelises
+        # over clips instead), and no AVX-512 (see x264_asm): both are needed for byte-reproducible output.
+        options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        if x264_asm():
+            options["x264-params"] = f"asm={x264_asm()}"
+        vstream.options = options
         astream = None
         if audio is not None:
             astream = container.add_stream("aac", rate=int(sample_rate))
@@ -284,7 +311,17 @@ def probe(src: Source) -> MediaInfo:
             audio_sample_rate=int(astream.sample_rate) if astream is not None else None,
             audio_channels=astream.channels if astream is not None else None,
             video_codec=vstream.codec_context.name,
+            audio_layout=astream.layout.name if astream is not None else None,
+            audio_span=_span(astream) if astream is not None else None,
         )
+
+
+def _span(stream: av.stream.Stream) -> tuple[float, float] | None:
+    """(start, end) in seconds of a stream whose container records its duration."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    start = float((stream.start_time or 0) * stream.time_base)
+    return start, start + float(stream.duration * stream.time_base)
 
 
 def resample_audio(audio: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
@@ -301,6 +338,55 @@ def to_mono(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(C, S) -> (1, S) by averaging channels."""
     audio = torch.as_tensor(audio, dtype=torch.float32)
     return audio.mean(dim=0, keepdim=True)
+
+
+LEFT_CHANNELS = frozenset("FL BL SL FLC TFL TBL WL SDL TSL BFL DL".split())
+RIGHT_CHANNELS = frozenset("FR BR SR FRC TFR TBR WR SDR TSR BFR DR".split())
+
+
+def downmix_matrix(channel_names: list[str], channels: int) -> np.ndarray:
+    """The (channels, C) matrix that mixes C named source channels (FFmpeg names: FL, FR, FC, LFE, BL, SL...)
+    down to 1 (mono) or 2 (stereo) channels.
+
+    Left channels (FL, BL, SL, TFL, FLC...) go left, right ones right, centre ones (FC, BC, TC...) and those
+    of unknown position to both at -3 dB, LFE is left out (a full-range mix, as in ITU-R BS.775). Each output
+    row sums to 1, so a mix of signals in [-1, 1] stays in [-1, 1] (nothing is clipped). Mono is the mean of
+    the two sides. A mono source sent to stereo is copied to both sides.
+    """
+    if channels not in (1, 2):
+        raise ValueError(f"audio can be mixed to 1 or 2 channels, got {channels}")
+    if not channel_names:
+        raise ValueError("audio has no channels")
+    sides = np.zeros((2, len(channel_names)), np.float64)
+    for i, name in enumerate(channel_names):
+        if name in LEFT_CHANNELS:
+            sides[0, i] = 1.0
+        elif name in RIGHT_CHANNELS:
+            sides[1, i] = 1.0
+        elif name not in ("LFE", "LFE2") or len(channel_names) == 1:
+            sides[:, i] = 0.5**0.5  # centre, or a channel of unknown position: to both sides
+    if not sides.any():  # only LFE channels: all of them
+        sides[:] = 1.0
+    if not sides[0].any() or not sides[1].any():  # one side has nothing (mono, or only-left sources)
+        sides[:] = sides.sum(axis=0, keepdims=True)
+    sides /= sides.sum(axis=1, keepdims=True)
+    matrix = sides if channels == 2 else sides.mean(axis=0, keepdims=True)
+    return matrix.astype(np.float32)
+
+
+def downmix(audio: np.ndarray, channel_names: list[str], channels: int) -> np.ndarray:
+    """float32 (C, S) audio with the named channels -> float32 (channels, S); see :func:`downmix_matrix`."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] != len(channel_names):
+        raise ValueError(f"audio of shape {audio.shape} does not match the layout {channel_names}")
+    if audio.shape[0] == channels and (channels == 1 or channel_names[:2] == ["FL", "FR"]):
+        return audio
+    return downmix_matrix(channel_names, channels) @ audio
+
+
+def layout_channels(layout: str) -> list[str]:
+    """The channel names of an FFmpeg layout name (``"5.1"`` -> FL, FR, FC, LFE, BL, BR)."""
+    return [c.name for c in av.AudioLayout(layout).channels]
 
 
 def video_to_tensor(video: np.ndarray) -> torch.Tensor:

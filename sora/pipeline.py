@@ -83,6 +83,34 @@ class GeneratedClip:
     latents: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class _Setup:
+    """One request's checked sizes and its seeded starting noise (shared by every mode)."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    sample_rate: int
+    num_samples: int
+    noise_v: Tensor  # (1, C, t, h, w)
+    noise_a: Tensor | None  # (1, C, L); None without an audio VAE
+
+
+@dataclass
+class _Plan:
+    """What a mode hands the sampler: starting latents, clean conditions, and what comes back as given."""
+
+    video: Tensor  # (1, C, t, h, w) at time ``start``
+    audio: Tensor | None  # (1, C, L)
+    video_cond: Condition | None = None
+    audio_cond: Condition | None = None
+    start: float = 1.0  # the time the ODE starts from (remix: strength)
+    keep_video: np.ndarray | None = None  # returned instead of the decoded video (v2a, remix at strength 0)
+    keep_audio: np.ndarray | None = None  # returned instead of the decoded audio (a2v, remix at strength 0)
+    run_sampler: bool = True  # False: the starting latents are the answer (remix at strength 0)
+
+
 def _resize_video(frames: Tensor, height: int, width: int) -> Tensor:
     """(3, T, H, W) -> (3, T, height, width): scale to cover, then centre-crop (keeps the aspect ratio)."""
     _, _, h, w = frames.shape
@@ -280,9 +308,33 @@ class AVPipeline:
     def generate(
         self, req: GenerationRequest, progress: Callable[[int], None] | None = None
     ) -> GeneratedClip:
-        """Generate one clip for ``req`` (deterministic for a given seed on a given device)."""
+        """Generate one clip for ``req`` (deterministic for a given seed on a given device).
+
+        Each mode is one small ``_plan_<mode>`` function (table ``PLANNERS``) that turns the request into a
+        :class:`_Plan`: the sampler's starting latents, the clean conditions, and what is returned as given.
+        """
         if req.mode == "storyboard":
             return self._storyboard(req, progress)
+        setup = self._setup(req)
+        plan = PLANNERS[req.mode](self, req, setup)
+        if plan.run_sampler:
+            zv, za = self._denoise(
+                req, plan.video, plan.audio, plan.video_cond, plan.audio_cond, setup.fps, plan.start, progress
+            )
+        else:
+            zv, za = plan.video, plan.audio
+        video, audio = self.decode(zv, za, setup.num_samples)
+        return GeneratedClip(
+            video=plan.keep_video if plan.keep_video is not None else video,
+            audio=plan.keep_audio if plan.keep_audio is not None else audio,
+            fps=setup.fps,
+            sample_rate=setup.sample_rate,
+            request=req,
+            latents={"video": zv.cpu(), **({"audio": za.cpu()} if za is not None else {})},
+        )
+
+    def _setup(self, req: GenerationRequest) -> _Setup:
+        """Checked sizes and the seeded starting noise shared by every mode."""
         t, h, w, fps = self._check_request(req)
         sr = int(self.sampling["sample_rate"])
         num_samples = round(t / fps * sr)
@@ -293,101 +345,97 @@ class AVPipeline:
         if self.audio_vae is not None:
             la = self.audio_vae.latent_length(num_samples)
             noise_a = torch.randn((1, self.dit.audio_channels, la), generator=gen).to(self.device)
+        return _Setup(t, h, w, fps, sr, num_samples, noise_v, noise_a)
 
-        video_cond = audio_cond = None
-        keep_video = keep_audio = None  # v2a/a2v and remix(0) return the given modality untouched
-        start = 1.0
-        if req.mode == "i2v":
-            if not req.image:
-                raise ValueError("mode=i2v needs image=PATH")
-            z0 = self.encode_video(self._load_image(req.image, h, w))  # (1, C, 1, lh, lw)
-            clean = torch.zeros_like(noise_v)
-            clean[:, :, :1] = z0
-            mask = torch.zeros(1, lt, dtype=torch.bool, device=self.device)
-            mask[:, 0] = True
-            video_cond = Condition(clean, mask)
-        elif req.mode in ("extend", "v2a", "remix"):
-            if not req.video:
-                raise ValueError(f"mode={req.mode} needs video=PATH")
-            if req.mode == "extend":
-                ctx = int(req.context_frames)
-                if (ctx - 1) % self.video_vae.temporal_compression or not 1 <= ctx < t:
-                    raise ValueError(
-                        f"context_frames must be 1 + {self.video_vae.temporal_compression}k and < "
-                        f"num_frames={t}, got {ctx}"
-                    )
-                src, src_audio, _ = self._load_video(req.video, None, h, w)
-                src = src[:, -ctx:]
-                zc = self.encode_video(src)  # (1, C, lc, lh, lw)
-                clean = torch.zeros_like(noise_v)
-                clean[:, :, : zc.shape[2]] = zc
-                mask = torch.zeros(1, lt, dtype=torch.bool, device=self.device)
-                mask[:, : zc.shape[2]] = True
-                video_cond = Condition(clean, mask)
-                if noise_a is not None and src_audio is not None:
-                    ctx_samples = round(ctx / fps * sr)
-                    za = self.encode_audio(torch.from_numpy(src_audio)[..., -ctx_samples:], num_samples)
-                    amask = audio_prefix_mask(
-                        torch.tensor([zc.shape[2]], device=self.device),
-                        noise_a.shape[2],
-                        self.video_vae.temporal_compression / fps,
-                        1.0 / getattr(self.audio_vae, "latent_rate", 25),
-                        self.video_vae.temporal_compression,
-                    )
-                    audio_cond = Condition(za, amask)
-            else:
-                src, src_audio, _ = self._load_video(req.video, t, h, w)
-                if src.shape[1] < t:
-                    raise ValueError(f"{req.video} has {src.shape[1]} frames, fewer than num_frames={t}")
-                zv = self.encode_video(src)
-                if req.mode == "v2a":
-                    video_cond = Condition(zv, torch.ones(1, lt, dtype=torch.bool, device=self.device))
-                    keep_video = media.tensor_to_video(src)
-                else:  # remix
-                    if not 0.0 <= req.strength <= 1.0:
-                        raise ValueError(f"remix strength must be in [0, 1], got {req.strength}")
-                    za = None
-                    if noise_a is not None and src_audio is not None:
-                        za = self.encode_audio(torch.from_numpy(src_audio), num_samples)
-                    if req.strength == 0.0:  # nothing to regenerate: the source itself
-                        keep_video = media.tensor_to_video(src)
-                        keep_audio = src_audio[:, :num_samples] if src_audio is not None else None
-                    start = req.strength
-                    ts = torch.tensor([max(start, 1e-6)], device=self.device)
-                    noise_v = add_noise(zv, noise_v, ts)
-                    if za is not None:
-                        noise_a = add_noise(za, noise_a, ts)
-        elif req.mode == "a2v":
-            if not req.audio:
-                raise ValueError("mode=a2v needs audio=PATH")
-            if noise_a is None:
-                raise ValueError("mode=a2v needs a model with an audio VAE")
-            src_audio = self._load_audio(req.audio, t / fps)
-            za = self.encode_audio(src_audio, num_samples)
-            audio_cond = Condition(za, torch.ones(1, za.shape[2], dtype=torch.bool, device=self.device))
-            keep_audio = F.pad(src_audio, (0, max(0, num_samples - src_audio.shape[-1])))[
-                :, :num_samples
-            ].numpy()
+    def _frame_mask(self, num_frames: int, num_given: int) -> Tensor:
+        """(1, num_frames) bool: the first ``num_given`` latent frames are given."""
+        mask = torch.zeros(1, num_frames, dtype=torch.bool, device=self.device)
+        mask[:, :num_given] = True
+        return mask
 
-        if keep_video is not None and req.mode == "remix":
-            zv_out, za_out = noise_v, noise_a
-        else:
-            zv_out, za_out = self._denoise(
-                req, noise_v, noise_a, video_cond, audio_cond, fps, start, progress
+    def _prefix_condition(self, z: Tensor, like: Tensor) -> Condition:
+        """``z`` (1, C, k, h, w) as the clean first ``k`` latent frames of a latent shaped like ``like``."""
+        clean = torch.zeros_like(like)
+        clean[:, :, : z.shape[2]] = z
+        return Condition(clean, self._frame_mask(like.shape[2], z.shape[2]))
+
+    def _plan_t2av(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        return _Plan(s.noise_v, s.noise_a)
+
+    def _plan_i2v(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        if not req.image:
+            raise ValueError("mode=i2v needs image=PATH")
+        z0 = self.encode_video(self._load_image(req.image, s.height, s.width))  # (1, C, 1, lh, lw)
+        return _Plan(s.noise_v, s.noise_a, video_cond=self._prefix_condition(z0, s.noise_v))
+
+    def _plan_extend(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        if not req.video:
+            raise ValueError("mode=extend needs video=PATH")
+        tc, ctx = self.video_vae.temporal_compression, int(req.context_frames)
+        if (ctx - 1) % tc or not 1 <= ctx < s.num_frames:
+            raise ValueError(f"context_frames must be 1 + {tc}k and < num_frames={s.num_frames}, got {ctx}")
+        src, src_audio, _ = self._load_video(req.video, None, s.height, s.width)
+        zc = self.encode_video(src[:, -ctx:])  # (1, C, lc, lh, lw): the clip's last frames
+        plan = _Plan(s.noise_v, s.noise_a, video_cond=self._prefix_condition(zc, s.noise_v))
+        if s.noise_a is not None and src_audio is not None:
+            ctx_samples = round(ctx / s.fps * s.sample_rate)
+            za = self.encode_audio(torch.from_numpy(src_audio)[..., -ctx_samples:], s.num_samples)
+            amask = audio_prefix_mask(
+                torch.tensor([zc.shape[2]], device=self.device),
+                s.noise_a.shape[2],
+                tc / s.fps,
+                1.0 / getattr(self.audio_vae, "latent_rate", 25),
+                tc,
             )
-        video, audio = self.decode(zv_out, za_out, num_samples)
-        if keep_video is not None:
-            video = keep_video
-        if keep_audio is not None:
-            audio = keep_audio
-        return GeneratedClip(
-            video=video,
-            audio=audio,
-            fps=fps,
-            sample_rate=sr,
-            request=req,
-            latents={"video": zv_out.cpu(), **({"audio": za_out.cpu()} if za_out is not None else {})},
+            plan.audio_cond = Condition(za, amask)
+        return plan
+
+    def _load_source(self, req: GenerationRequest, s: _Setup) -> tuple[Tensor, np.ndarray | None]:
+        """v2a / remix: the first ``num_frames`` frames of ``req.video`` (3, T, H, W) and its audio (1, S)."""
+        if not req.video:
+            raise ValueError(f"mode={req.mode} needs video=PATH")
+        src, src_audio, _ = self._load_video(req.video, s.num_frames, s.height, s.width)
+        if src.shape[1] < s.num_frames:
+            raise ValueError(f"{req.video} has {src.shape[1]} frames, fewer than num_frames={s.num_frames}")
+        return src, src_audio
+
+    def _plan_v2a(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        src, _ = self._load_source(req, s)
+        zv = self.encode_video(src)
+        given = torch.ones(1, zv.shape[2], dtype=torch.bool, device=self.device)
+        return _Plan(
+            s.noise_v, s.noise_a, video_cond=Condition(zv, given), keep_video=media.tensor_to_video(src)
         )
+
+    def _plan_remix(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        """SDEdit: the source noised to ``strength`` is the starting point; strength 0 returns the source."""
+        src, src_audio = self._load_source(req, s)
+        zv = self.encode_video(src)
+        if not 0.0 <= req.strength <= 1.0:
+            raise ValueError(f"remix strength must be in [0, 1], got {req.strength}")
+        za = None
+        if s.noise_a is not None and src_audio is not None:
+            za = self.encode_audio(torch.from_numpy(src_audio), s.num_samples)
+        ts = torch.tensor([max(req.strength, 1e-6)], device=self.device)
+        plan = _Plan(add_noise(zv, s.noise_v, ts), s.noise_a, start=req.strength)
+        if za is not None:
+            plan.audio = add_noise(za, s.noise_a, ts)
+        if req.strength == 0.0:  # nothing to regenerate: the source itself
+            plan.run_sampler = False
+            plan.keep_video = media.tensor_to_video(src)
+            plan.keep_audio = src_audio[:, : s.num_samples] if src_audio is not None else None
+        return plan
+
+    def _plan_a2v(self, req: GenerationRequest, s: _Setup) -> _Plan:
+        if not req.audio:
+            raise ValueError("mode=a2v needs audio=PATH")
+        if s.noise_a is None:
+            raise ValueError("mode=a2v needs a model with an audio VAE")
+        src_audio = self._load_audio(req.audio, s.num_frames / s.fps)
+        za = self.encode_audio(src_audio, s.num_samples)
+        given = torch.ones(1, za.shape[2], dtype=torch.bool, device=self.device)
+        keep = F.pad(src_audio, (0, max(0, s.num_samples - src_audio.shape[-1])))[:, : s.num_samples]
+        return _Plan(s.noise_v, s.noise_a, audio_cond=Condition(za, given), keep_audio=keep.numpy())
 
     def _denoise(
         self,
@@ -487,6 +535,17 @@ class AVPipeline:
             sample_rate=int(self.sampling["sample_rate"]),
             request=req,
         )
+
+
+# One planner per mode (storyboard chains ``t2av`` and ``extend`` shots in ``AVPipeline._storyboard``).
+PLANNERS: dict[str, Callable[[AVPipeline, GenerationRequest, _Setup], _Plan]] = {
+    "t2av": AVPipeline._plan_t2av,
+    "i2v": AVPipeline._plan_i2v,
+    "extend": AVPipeline._plan_extend,
+    "v2a": AVPipeline._plan_v2a,
+    "a2v": AVPipeline._plan_a2v,
+    "remix": AVPipeline._plan_remix,
+}
 
 
 def save_clip(

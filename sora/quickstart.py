@@ -70,12 +70,12 @@ class Stages:
 
 def run(cfg: DictConfig) -> dict:
     """Run every stage of the quickstart; returns the paths of the artefacts and the eval summary."""
-    import train
     from data_pipelines.latents import encode_shards
     from data_pipelines.synthetic import WorldConfig, write_shards
     from data_pipelines.synthetic.preview import preview_world
     from sora.checkpoint import load_network_from_checkpoint
     from sora.export import export
+    from sora.training.run import train
 
     out = Path(cfg.out_dir)
     save_resolved_config(cfg, out, "quickstart_config.yaml")
@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> dict:
     def train_stage(experiment: str, run_dir: Path, extra: list[str]) -> Callable[[], None]:
         def fn() -> None:
             overrides = [f"experiment={experiment}", f"out_dir={run_dir}", *common, *extra]
-            train.run(compose("train", overrides))
+            train(compose("train", overrides))
 
         return fn
 

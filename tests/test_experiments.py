@@ -4,6 +4,7 @@ tests/training/test_vae_module.py)."""
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sora.config import CONF_DIR, compose
 
@@ -15,15 +16,72 @@ def test_there_are_experiments():
     assert {"dit_tiny", "dit_tiny_pixels", "dit_S", "dit_B"} <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("app", APPS)
-def test_every_app_config_composes(app):
-    cfg = compose(app)
-    assert cfg is not None
+TOP_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+GROUP_OPTIONS = sorted(
+    str(p.relative_to(CONF_DIR).with_suffix(""))
+    for p in CONF_DIR.glob("*/**/*.yaml")
+    if p.parts[-2] not in ("experiment", "launcher")  # experiments and launchers: composed below
+)
+
+
+def _resolved(cfg) -> dict:
+    """The config as plain data, every interpolation resolved (a typo in one raises here)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_every_top_level_config_is_an_app_or_the_quickstart():
+    assert set(TOP_CONFIGS) == {*APPS, "eval", "quickstart", "quickstart_long"}
+
+
+@pytest.mark.parametrize("name", TOP_CONFIGS)
+def test_every_top_level_config_composes_and_resolves(name):
+    cfg = _resolved(compose(name))
+    assert "out_dir" in cfg, f"{name}.yaml: every app writes its outputs (and resolved config) to out_dir"
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_group_option_composes_and_resolves(option):
+    group, name = option.rsplit("/", 1)
+    if group in ("model/dit", "model/text", "model/vae", "suite"):  # standalone nodes
+        node = _resolved(compose(option))
+        for key in group.split("/"):
+            node = node[key]
+        assert node, option
+    else:  # the train app's groups (trainer, logger, callbacks, data), composed with an experiment
+        cfg = _resolved(compose("train", ["experiment=dit_tiny", f"{group}={name}"]))
+        assert cfg[group], option
+
+
+def test_quickstart_long_is_the_quickstart_with_more_of_everything():
+    short, long = _resolved(compose("quickstart")), _resolved(compose("quickstart_long"))
+    assert set(long) == set(short) and set(long["steps"]) == set(short["steps"])
+    assert set(long["budget_s"]) == set(short["budget_s"])
+    assert long["train_clips"] > short["train_clips"] and long["eval_scenes"] > short["eval_scenes"]
+    assert all(long["steps"][k] > short["steps"][k] for k in short["steps"]), long["steps"]
+    assert set(long["world"]["families"]) > set(short["world"]["families"])
+    assert long["out_dir"] != short["out_dir"]
+
+
+def test_slurm_launcher_composes():
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed"
+    )
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(
+            "train",
+            ["experiment=dit_B", "trainer=ddp", "trainer.num_nodes=4", "hydra/launcher=slurm"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 4
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment):
     cfg = compose("train", [f"experiment={experiment}"])
+    _resolved(cfg)
     assert cfg.module._target_.startswith("sora.training.")
     assert cfg.task in cfg.out_dir
 

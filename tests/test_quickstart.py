@@ -63,3 +63,66 @@ def test_quickstart_end_to_end(tmp_path):
 
     again = run(compose("quickstart", overrides))  # everything exists: every stage is skipped
     assert all(seconds == 0.0 for seconds in again["timings_s"].values())
+
+
+_FROM_ELSEWHERE = """
+import json, sys
+from sora.config import compose
+from sora.quickstart import run
+try:
+    import train  # noqa: F401
+    sys.exit("the repository root is on sys.path: this run would not show what an installed package does")
+except ImportError:
+    pass
+overrides = [f"out_dir={sys.argv[1]}", "steps.vae_audio=1", "train_logger=csv", "num_workers=0"]
+summary = run(compose("quickstart", overrides))
+print(json.dumps(summary["timings_s"]))
+"""
+
+
+@pytest.mark.slow  # ~35 s of CPU: one audio-VAE step with its validation, in a fresh interpreter
+def test_quickstart_runs_from_another_directory_without_the_repository_on_the_path(world_shards, tmp_path):
+    """The installed package alone (no ``train.py`` importable) composes the quickstart and runs a training
+    stage, from a directory that is not the repository root. Every other stage is marked done beforehand."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"  # only the packages, as `pip install` puts them
+    site.mkdir()
+    for package in ("sora", "data_pipelines", "eval", "recaption"):
+        (site / package).symlink_to(repo / package)
+    out = tmp_path / "out"
+    shutil.copytree(world_shards, out / "world")
+    (out / "world_val").mkdir()
+    shutil.copy(world_shards / "shard-000001.tar", out / "world_val")  # 4 held-out clips
+    done = [
+        "world/DONE",
+        "vae_video/checkpoints/last.ckpt",
+        "latents/DONE",
+        "dit/checkpoints/last.ckpt",
+        "export/config.json",
+        "samples/samples.json",
+    ]
+    for path in done:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text("done")
+    (out / "results.json").write_text(json.dumps({"summary": {}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FROM_ELSEWHERE, str(out)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    timings = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert timings["vae_audio"] > 0 and all(timings[k] == 0.0 for k in timings if k != "vae_audio"), timings
+    assert (out / "vae_audio" / "checkpoints" / "last.ckpt").is_file() and (out / "quickstart.json").is_file()

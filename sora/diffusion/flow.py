@@ -108,7 +108,8 @@ def audio_prefix_mask(
     audio_frame_seconds: float,
     video_temporal_compression: int = 4,
 ) -> Tensor:
-    """Which audio latents belong to a clean video prefix of ``num_clean_latents`` (B,) latent frames: (B, L) bool.
+    """Which audio latents belong to a clean video prefix of ``num_clean_latents`` (B,) latent frames:
+    (B, L) bool.
 
     Causal VAE: k clean latent frames hold pixel frames 0 .. c (k - 1) (c = temporal compression), i.e. the
     first (k - 1) * fs + fs / c seconds (fs = seconds per latent frame). Audio latent j starts at

@@ -52,7 +52,8 @@ class Condition:
 
 
 def sigma_schedule(num_steps: int, *, shift: float = 1.0, start: float = 1.0, device=None) -> Tensor:
-    """``num_steps + 1`` decreasing times from ``start`` to 0, warped by the SD3 shift (more steps at high noise)."""
+    """``num_steps + 1`` decreasing times from ``start`` to 0, warped by the SD3 shift (more steps at high
+    noise)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if not 0.0 < start <= 1.0:
@@ -130,9 +131,9 @@ def guided(
 ) -> Denoiser:
     """Wrap ``model_call(xv, xa, tv, ta, drop_text)`` with classifier-free guidance.
 
-    ``v = v_uncond + scale * (v_cond - v_uncond)`` with separate scales for video and audio (sound usually wants
-    less guidance). ``batch_cfg`` runs the conditional and unconditional passes as one doubled batch (one
-    launch, better GPU utilisation); a scale of 1 for both skips the unconditional pass entirely.
+    ``v = v_uncond + scale * (v_cond - v_uncond)`` with separate scales for video and audio (sound usually
+    wants less guidance). ``batch_cfg`` runs the conditional and unconditional passes as one doubled batch
+    (one launch, better GPU utilisation); a scale of 1 for both skips the unconditional pass entirely.
     """
 
     def denoise(xv: Tensor, xa: Tensor | None, tv: Tensor, ta: Tensor | None) -> tuple[Tensor, Tensor | None]:

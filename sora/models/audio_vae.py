@@ -1,4 +1,4 @@
-"""Audio VAE on log-mel spectrograms, a weight-free Griffin-Lim vocoder, and the audio VAE loss.
+"""Audio VAE on log-mel spectrograms and a weight-free Griffin-Lim vocoder (loss: sora/training/vae_loss.py).
 
 Framing, stated once and used everywhere:
 
@@ -282,41 +282,3 @@ class AudioVAE(LatentStatsMixin):
         posterior = self.encode_log_mel(target)  # mean/logvar (B, latent_channels, L)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z), target, posterior
-
-
-class AudioVAELoss(nn.Module):
-    """L1 on log-mel + `kl_weight` * KL, per sample, averaged over the samples with `has_audio`.
-
-    KL is summed over latents and divided by the number of log-mel elements (per-element, like the
-    reconstruction). Clips without sound contribute exactly zero (a batch with no sound gives a zero loss that
-    still backpropagates). Their audio should be zeros (silence); it is encoded anyway to keep shapes static.
-    """
-
-    def __init__(self, kl_weight: float = 1e-6) -> None:
-        super().__init__()
-        self.kl_weight = kl_weight
-
-    def forward(
-        self, recon: Tensor, target: Tensor, posterior: DiagonalGaussian, has_audio: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """`recon`, `target` `(B, n_mels, F)`, `has_audio` `(B,)` bool -> `(loss, logs)`."""
-        if recon.shape != target.shape:
-            raise ValueError(f"recon and target shapes differ: {tuple(recon.shape)} vs {tuple(target.shape)}")
-        b = recon.shape[0]
-        if has_audio is None:
-            has_audio = torch.ones(b, dtype=torch.bool, device=recon.device)
-        if has_audio.shape != (b,):
-            raise ValueError(f"has_audio must have shape ({b},), got {tuple(has_audio.shape)}")
-        mask = has_audio.to(device=recon.device, dtype=torch.bool)
-        rec = (recon.float() - target.float()).abs().mean(dim=(1, 2))  # (B,)
-        kl = posterior.kl() / target[0].numel()  # (B,)
-        per_sample = torch.where(mask, rec + self.kl_weight * kl, torch.zeros_like(rec))
-        n = mask.sum().clamp(min=1)
-        loss = per_sample.sum() / n
-        logs = {
-            "rec": (torch.where(mask, rec, torch.zeros_like(rec)).sum() / n).detach(),
-            "kl": (torch.where(mask, kl, torch.zeros_like(kl)).sum() / n).detach(),
-            "audio_fraction": mask.float().mean(),
-            "loss": loss.detach(),
-        }
-        return loss, logs

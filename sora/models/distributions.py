@@ -2,7 +2,8 @@
 
 `DiagonalGaussian.kl()` returns one number per sample: the KL divergence to a standard normal (or to
 another diagonal Gaussian) **summed** over every non-batch dimension, shape `(B,)`. Pass
-`reduction="mean"` for the per-element mean instead. Losses decide how to weight it (see `VideoVAELoss`).
+`reduction="mean"` for the per-element mean instead. Losses decide how to weight it (see
+`sora.training.vae_loss`).
 """
 
 from __future__ import annotations

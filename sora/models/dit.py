@@ -18,6 +18,9 @@ the spatial centre (0, 0) and text tokens at the origin on every axis (no rotati
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -217,75 +220,84 @@ def _as_seconds(value: float | Tensor, batch: int, device: torch.device, name: s
     return sec
 
 
-class AVDiT(nn.Module):
-    """Joint audio+video diffusion transformer predicting rectified-flow velocities (see module docstring)."""
+@dataclass
+class AVDiTConfig:
+    """The architecture of an :class:`AVDiT` (``conf/model/dit/*.yaml`` hold these fields, sizes as data).
 
-    def __init__(
-        self,
-        *,
-        video_channels: int = 16,
-        audio_channels: int = 8,
-        patch_size: tuple[int, int, int] | list[int] = (1, 2, 2),
-        audio_patch_size: int = 1,
-        hidden_size: int,
-        depth: int,
-        num_heads: int,
-        single_stream_depth: int = 0,
-        mlp_ratio: float = 4.0,
-        mlp_type: MLPType = "gelu",
-        text_dim: int,
-        qk_norm: bool = True,
-        attn_backend: AttnBackend = "auto",
-        rope_time_scale: float = 25.0,
-        rope_theta: float = 10000.0,
-        rope_axes: tuple[int, int, int] | list[int] | None = None,
-        freq_dim: int = 256,
-        gradient_checkpointing: bool = False,
-    ) -> None:
-        super().__init__()
-        patch_size = tuple(int(p) for p in patch_size)
-        if len(patch_size) != 3 or min(patch_size) < 1 or audio_patch_size < 1:
+    ``patch_size`` (time, height, width) latent cells per video token; ``audio_patch_size`` audio latent
+    frames per audio token; ``single_stream_depth``: the last blocks share one set of weights over
+    [text, video, audio]; ``rope_axes``: RoPE dims per (time, height, width) axis, None = split ``head_dim``;
+    ``gradient_checkpointing`` is a runtime switch (not part of the architecture, left out of ``to_dict``).
+    """
+
+    hidden_size: int
+    depth: int
+    num_heads: int
+    text_dim: int
+    video_channels: int = 16
+    audio_channels: int = 8
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    audio_patch_size: int = 1
+    single_stream_depth: int = 0
+    mlp_ratio: float = 4.0
+    mlp_type: MLPType = "gelu"
+    qk_norm: bool = True
+    attn_backend: AttnBackend = "auto"
+    rope_time_scale: float = 25.0
+    rope_theta: float = 10000.0
+    rope_axes: tuple[int, int, int] | None = None
+    freq_dim: int = 256
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1 or self.audio_patch_size < 1:
             raise ValueError(
-                f"patch_size must be 3 positive ints and audio_patch_size >= 1, got {patch_size}, "
-                f"{audio_patch_size}"
+                f"patch_size must be 3 positive ints and audio_patch_size >= 1, got {self.patch_size}, "
+                f"{self.audio_patch_size}"
             )
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
-        if not 0 <= single_stream_depth <= depth:
-            raise ValueError(f"single_stream_depth must be in [0, depth={depth}], got {single_stream_depth}")
-        head_dim = hidden_size // num_heads
-        rope_axes = tuple(rope_axes) if rope_axes is not None else rope_axes_dims(head_dim)
-        if sum(rope_axes) != head_dim or len(rope_axes) != 3:
-            raise ValueError(f"rope_axes {rope_axes} must be 3 even numbers summing to head_dim {head_dim}")
-        self.config = dict(
-            video_channels=video_channels,
-            audio_channels=audio_channels,
-            patch_size=list(patch_size),
-            audio_patch_size=audio_patch_size,
-            hidden_size=hidden_size,
-            depth=depth,
-            num_heads=num_heads,
-            single_stream_depth=single_stream_depth,
-            mlp_ratio=mlp_ratio,
-            mlp_type=mlp_type,
-            text_dim=text_dim,
-            qk_norm=qk_norm,
-            attn_backend=attn_backend,
-            rope_time_scale=rope_time_scale,
-            rope_theta=rope_theta,
-            rope_axes=list(rope_axes),
-            freq_dim=freq_dim,
-        )
-        self.video_channels, self.audio_channels = video_channels, audio_channels
-        self.patch_size, self.audio_patch_size = patch_size, audio_patch_size
-        self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
-        self.mlp_ratio, self.mlp_type = mlp_ratio, mlp_type
-        self.text_dim = text_dim
-        self.rope_time_scale, self.rope_theta, self.rope_axes = rope_time_scale, rope_theta, rope_axes
-        self.gradient_checkpointing = gradient_checkpointing
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        if not 0 <= self.single_stream_depth <= self.depth:
+            raise ValueError(
+                f"single_stream_depth must be in [0, depth={self.depth}], got {self.single_stream_depth}"
+            )
+        head_dim = self.hidden_size // self.num_heads
+        axes = self.rope_axes
+        self.rope_axes = tuple(int(a) for a in axes) if axes is not None else rope_axes_dims(head_dim)
+        if sum(self.rope_axes) != head_dim or len(self.rope_axes) != 3:
+            raise ValueError(
+                f"rope_axes {self.rope_axes} must be 3 even numbers summing to head_dim {head_dim}"
+            )
+
+    def to_dict(self) -> dict:
+        """Plain keyword arguments that rebuild the same architecture (``AVDiT(**config.to_dict())``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "gradient_checkpointing"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+class AVDiT(nn.Module):
+    """Joint audio+video diffusion transformer predicting rectified-flow velocities (see module docstring).
+
+    Built from an :class:`AVDiTConfig` or from its fields as keyword arguments (what Hydra's ``_target_`` and
+    checkpoints pass): ``AVDiT(hidden_size=64, depth=2, num_heads=2, text_dim=64)``.
+    """
+
+    def __init__(self, config: AVDiTConfig | None = None, /, **kwargs: Any) -> None:
+        super().__init__()
+        if config is not None and kwargs:
+            raise ValueError(f"give an AVDiTConfig or keyword arguments, not both (got {sorted(kwargs)})")
+        cfg = config if config is not None else AVDiTConfig(**kwargs)
+        self.config = cfg.to_dict()
+        for f in fields(cfg):  # self.hidden_size, self.patch_size, ... (gradient_checkpointing is switchable)
+            setattr(self, f.name, getattr(cfg, f.name))
+        hidden_size, depth, num_heads, text_dim = cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.text_dim
+        video_channels, audio_channels, patch_size = cfg.video_channels, cfg.audio_channels, cfg.patch_size
 
         video_patch_dim = video_channels * patch_size[0] * patch_size[1] * patch_size[2]
-        audio_patch_dim = audio_channels * audio_patch_size
+        audio_patch_dim = audio_channels * cfg.audio_patch_size
         self.video_embed = nn.Linear(video_patch_dim, hidden_size)
         self.audio_embed = nn.Linear(audio_patch_dim, hidden_size)
         self.text_embed = nn.Sequential(
@@ -294,7 +306,7 @@ class AVDiT(nn.Module):
         self.text_pool = nn.Sequential(
             nn.Linear(text_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
         )
-        self.t_embedder = TimestepEmbedder(hidden_size, freq_dim)
+        self.t_embedder = TimestepEmbedder(hidden_size, cfg.freq_dim)
         # Learned "no caption" embedding for classifier-free guidance: a dropped sample's text becomes this
         # one token.
         self.null_text = nn.Parameter(torch.randn(text_dim) * text_dim**-0.5)
@@ -302,11 +314,11 @@ class AVDiT(nn.Module):
             AVDiTBlock(
                 hidden_size,
                 num_heads,
-                mlp_ratio,
-                mlp_type,
-                qk_norm,
-                shared=i >= depth - single_stream_depth,
-                attn_backend=attn_backend,
+                cfg.mlp_ratio,
+                cfg.mlp_type,
+                cfg.qk_norm,
+                shared=i >= depth - cfg.single_stream_depth,
+                attn_backend=cfg.attn_backend,
                 text_pre_only=i == depth - 1,  # the last block's text output is never read
             )
             for i in range(depth)

@@ -55,8 +55,8 @@ def group_norm(
     """GroupNorm with at most `max_groups` groups of at least `min_group_channels` channels (the VAEs' norm).
 
     A group of one channel is an instance norm: it erases that channel's mean over the normalised extent (a
-    frame, a clip), i.e. the colour of a flat backdrop or the level of a sound, which narrow VAEs then struggle
-    to carry (measured on the synthetic world: 2 groups at 16 channels beat 16 groups).
+    frame, a clip), i.e. the colour of a flat backdrop or the level of a sound, which narrow VAEs then
+    struggle to carry (measured on the synthetic world: 2 groups at 16 channels beat 16 groups).
     """
     groups = max(1, min(max_groups, channels // min_group_channels))
     return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)

@@ -53,7 +53,7 @@ class AVDiTModule(L.LightningModule):
 
     Args (all plain dicts, saved as hyper-parameters so a checkpoint rebuilds itself):
         dit: the AVDiT config (``_target_`` + kwargs); ``text_dim`` must equal the text encoder's ``dim``.
-        text_encoder: a TextEncoder config (the default byte encoder trains with the DiT).
+        text_encoder: a TextEncoder config (the default hashed-word encoder trains with the DiT).
         video_vae / audio_vae: network configs of the frozen VAEs, or None; ``video_vae_ckpt`` /
             ``audio_vae_ckpt`` load their trained weights (and config) from a VAE training checkpoint instead.
         flow: timestep distribution and loss weights (see DEFAULT_FLOW).

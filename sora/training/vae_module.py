@@ -5,14 +5,14 @@ Both modules share :class:`VAEModule`: the network is ``self.vae``, built from t
 relies on), trained with AdamW + warmup/cosine (:mod:`sora.training.optim`); bf16 autocast and gradient
 clipping come from the trainer, EMA from the :class:`~sora.training.ema.EMA` callback (``ema_module()``).
 
-The video VAE can add the 3D PatchGAN of :class:`~sora.models.video_vae.VideoVAELoss` (``loss.disc_weight >
+The video VAE can add the 3D PatchGAN of :class:`~sora.training.vae_loss.VideoVAELoss` (``loss.disc_weight >
 0``): the module then switches to manual optimization with two optimizers (autoencoder, discriminator), clips
 gradients itself (``grad_clip``; the trainer's ``gradient_clip_val`` must be null, Lightning refuses it with
 manual optimization), and only the autoencoder's step counts as a ``global_step``.
 
 Validation runs in float32 whatever the training precision, on held-out clips (the experiments use shards of
-the synthetic world made with another seed): PSNR and SSIM for video (:mod:`eval.recon`); for audio the log-mel
-L1 of :mod:`eval.recon` on the vocoded reconstruction (``val/mel_l1``; ``val/mel_l1_vocoder`` is the same for
+the synthetic world made with another seed): PSNR and SSIM for video; for audio the log-mel L1 (both from
+:mod:`sora.metrics`) on the vocoded reconstruction (``val/mel_l1``; ``val/mel_l1_vocoder`` is the same for
 the vocoded *original* mel, the floor the vocoder sets), the L1 in the VAE's own log-mel domain
 (``val/vae_mel_l1``) and the spectral convergence of the mel magnitudes. The first ``num_recon_clips`` clips are
 written as side-by-side mp4 files (original | reconstruction) under ``<out_dir>/recon/step<N>/`` and logged to
@@ -241,7 +241,7 @@ class VideoVAEModule(VAEModule):
     """Trains :class:`~sora.models.video_vae.CausalVideoVAE` on ``batch["video"] (B, 3, T, H, W)`` in [-1, 1].
 
     Args (besides :class:`VAEModule`'s):
-        loss: :class:`~sora.models.video_vae.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D PatchGAN
+        loss: :class:`~sora.training.vae_loss.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D PatchGAN
             (from ``disc_start_step``, adaptive weight) and manual optimization; ``perceptual_weight > 0`` needs
             ``lpips_weights_path`` (a local file: nothing is downloaded).
         disc_optim: OptimConfig fields of the discriminator, over ``optim`` (default betas ``(0.5, 0.9)``).
@@ -275,7 +275,7 @@ class VideoVAEModule(VAEModule):
         )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
-        from sora.models.video_vae import VideoVAELoss
+        from sora.training.vae_loss import VideoVAELoss
 
         return VideoVAELoss(**kwargs)
 
@@ -326,8 +326,8 @@ class VideoVAEModule(VAEModule):
         return [vae, build_optimizer(disc, self.disc_optim_cfg)]
 
     def evaluate(self, batch: dict) -> tuple[dict[str, Tensor], list[dict]]:
-        from eval.recon import psnr, ssim
         from sora.media import tensor_to_video
+        from sora.metrics import psnr, ssim
 
         video = batch["video"].float()  # (B, 3, T, H, W)
         recon, _ = self.vae(video, sample_posterior=False)  # posterior mean: deterministic
@@ -356,7 +356,7 @@ class AudioVAEModule(VAEModule):
     """Trains :class:`~sora.models.audio_vae.AudioVAE` on ``batch["audio"] (B, 1, S)``; clips with
     ``has_audio`` false are masked out of the loss, the metrics and the latent statistics.
 
-    Args: those of :class:`VAEModule`; ``loss`` holds :class:`~sora.models.audio_vae.AudioVAELoss` kwargs.
+    Args: those of :class:`VAEModule`; ``loss`` holds :class:`~sora.training.vae_loss.AudioVAELoss` kwargs.
     """
 
     def __init__(
@@ -373,7 +373,7 @@ class AudioVAEModule(VAEModule):
         )
 
     def build_loss(self, kwargs: dict) -> nn.Module:
-        from sora.models.audio_vae import AudioVAELoss
+        from sora.training.vae_loss import AudioVAELoss
 
         return AudioVAELoss(**kwargs)
 
@@ -390,7 +390,7 @@ class AudioVAEModule(VAEModule):
         return self.loss(recon, target, posterior, self._has_audio(batch))
 
     def evaluate(self, batch: dict) -> tuple[dict[str, Tensor], list[dict]]:
-        from eval.recon import log_mel_l1
+        from sora.metrics import log_mel_l1
 
         mask = self._has_audio(batch)
         if not bool(mask.any()):

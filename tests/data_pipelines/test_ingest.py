@@ -2,16 +2,20 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from data_pipelines.ingest import STATE_FILE, IngestSettings, SourceItem, process_source, run
+from data_pipelines import ingest
+from data_pipelines.ingest import STATE_FILE, IngestSettings, process_source, run
+from data_pipelines.ingest_sources import SourceItem
 from sora import media
 from sora.config import compose
 
@@ -100,7 +104,15 @@ def test_folder_ingest_counts_every_outcome(raw, tmp_path):
     assert report["clips_written"] == 8 == report["this_run"]["clips_written"]
     assert len(report["shards"]) == 3 and all(s["samples"] <= 3 for s in report["shards"])
     assert not list(out.glob("*.tmp")) and (out / "ingest_config.yaml").exists()
-    assert json.loads((out / "ingest_report.json").read_text())["clips_written"] == 8
+    on_disk = json.loads((out / "ingest_report.json").read_text())
+    assert on_disk["clips_written"] == 8
+    # every dropped clip is named with its reason and detail, not only counted
+    dropped = {(Path(d["source"]).name, d["reason"]): d for d in on_disk["dropped"]}
+    assert set(dropped) == {("static.mp4", "static"), ("short.mp4", "too_short")}
+    assert dropped[("short.mp4", "too_short")]["detail"].startswith("0.50s")
+    assert on_disk["refused"] == [] and on_disk["files_ignored"] == {}
+    assert on_disk["files_vfr"] == []  # constant-rate sources fill every slot of the grid exactly once
+    assert on_disk["audio_padded"] == [] and on_disk["audio_lost"] == []
 
     clips = _read_shards(out)
     assert len(clips) == 8 and all(set(c) == {"mp4", "json", "txt"} for c in clips.values())
@@ -135,9 +147,11 @@ def test_rerun_writes_nothing_and_interrupted_run_resumes_without_duplicates(raw
     first = run(_cfg(raw, out, "num_workers=0"))
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     again = run(_cfg(raw, out, "num_workers=0"))
+    # the three unreadable files are tried again (they may have been fixed); nothing else is redone
     assert again["this_run"] == {
         **again["this_run"],
-        "files_processed": 0,
+        "files_processed": 3,
+        "files_retried": 3,
         "clips_written": 0,
         "shards_written": 0,
     }
@@ -172,7 +186,9 @@ def test_manifest_and_url_list(raw, tmp_path):
     (tmp_path / "noaudio.mp4").write_bytes((raw / "noaudio.mp4").read_bytes())
     report = run(_cfg(manifest, tmp_path / "m", "num_workers=0"))
     assert report["files_seen"] == 3 and report["clips_written"] == 2 and report["files_unreadable"] == 1
-    assert len(report["manifest_problems"]) == 1
+    assert report["refused"] == [
+        {"source": "", "where": "list.csv row 3", "reason": "no 'path' (or 'url') value"}
+    ]
     clips = _read_shards(tmp_path / "m")
     metas = {json.loads(c["json"])["extra"]["license"]: c for c in clips.values()}
     assert metas["cc-by"]["txt"] == b"from the manifest" and metas["cc0"]["txt"] == b"relative path"
@@ -180,7 +196,9 @@ def test_manifest_and_url_list(raw, tmp_path):
     urls = tmp_path / "urls.txt"
     urls.write_text(f"# comment\npipe:cat {raw / 'good.mp4'}\n{raw / 'noaudio.mp4'}\n")
     report = run(_cfg(urls, tmp_path / "u", "num_workers=0"))
-    assert report["clips_written"] == 2 and report["files_unreadable"] == 0
+    assert report["clips_written"] == 1 and [r["where"] for r in report["refused"]] == ["urls.txt line 2"]
+    report = run(_cfg(urls, tmp_path / "u2", "num_workers=0", "allow_pipe=true"))
+    assert report["clips_written"] == 2 and report["files_unreadable"] == 0 and report["refused"] == []
 
 
 def test_truncated_stream_keeps_the_clips_decoded_before_the_damage(tmp_path):
@@ -211,6 +229,242 @@ def test_bad_config_names_the_field(raw, tmp_path):
         run(_cfg(tmp_path / "nope", tmp_path / "x"))
     with pytest.raises(ValueError, match="shard.max_samples"):
         run(_cfg(raw, tmp_path / "x", "shard.max_samples=0"))
+    with pytest.raises(ValueError, match="output.audio_channels"):
+        run(_cfg(raw, tmp_path / "x", "output.audio_channels=6"))
+
+
+def test_manifest_rows_never_run_commands(raw, tmp_path, monkeypatch):
+    """A row ``pipe:touch FILE; cat good.mp4`` used to run in the shell during ingest."""
+    pwned = tmp_path / "pwned"
+    command = f"pipe:touch {pwned}; cat {raw / 'good.mp4'}"
+    (tmp_path / "list.csv").write_text(f"path,caption\n{command},evil\n{raw / 'noaudio.mp4'},fine\n")
+    (tmp_path / "list.jsonl").write_text(json.dumps({"path": command}) + "\n")
+    for name in ("list.csv", "list.jsonl"):
+        report = run(_cfg(tmp_path / name, tmp_path / f"out_{name}", "num_workers=0", "allow_pipe=true"))
+        assert not pwned.exists()
+        assert [(r["source"], r["reason"]) for r in report["refused"]] == [
+            (command, "a manifest row is a path, never a command (pipe: is refused)")
+        ]
+    assert report["files_seen"] == 0
+    # a local file whose NAME looks like a command is opened as a file, never run (input given relative)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / f"pipe:touch {pwned.name}; cat x.mp4").write_bytes((raw / "good.mp4").read_bytes())
+    monkeypatch.chdir(folder)
+    report = run(_cfg(".", tmp_path / "out_folder", "num_workers=0"))
+    assert not (folder / pwned.name).exists() and report["clips_written"] == 1
+
+
+def _surround(path: Path, layout: str = "5.1", seconds: float = 2.0, sr: int = 48000) -> None:
+    """A 96x64 clip whose AAC track has the channels of ``layout``: a 440 Hz tone in the centre channel
+    only, and a 60 Hz tone in the LFE channel (which a downmix leaves out)."""
+    names = [c.name for c in av.AudioLayout(layout).channels]
+    t = np.arange(int(seconds * sr)) / sr
+    audio = np.zeros((len(names), t.size), np.float32)
+    audio[names.index("FC")] = 0.6 * np.sin(2 * np.pi * 440 * t)
+    audio[names.index("LFE")] = 0.6 * np.sin(2 * np.pi * 60 * t)
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        a = c.add_stream("aac", rate=sr)
+        a.layout = layout
+        for frame in _bar(int(seconds * FPS)):
+            for p in v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = sr, 0
+        for p in [*a.encode(frame), *a.encode(None)]:
+            c.mux(p)
+
+
+def _tone_level(audio: np.ndarray, sr: int, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio)) / audio.size
+    return float(spectrum[round(hz * audio.size / sr)])
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_surround_audio_is_downmixed_not_dropped(tmp_path, channels):
+    """A clip with a 5.1 AAC track used to be dropped whole (encode_error: 1 or 2 channels only)."""
+    _surround(tmp_path / "surround.mp4")
+    out = process_source(SourceItem(str(tmp_path / "surround.mp4")), IngestSettings(audio_channels=channels))
+    assert out.dropped == [] and out.error is None and len(out.clips) == 1
+    meta = out.clips[0].meta
+    assert meta["audio_channels"] == channels and meta["source_audio_layout"] == "5.1"
+    clip = media.read_media(out.clips[0].mp4)
+    assert clip.audio.shape[0] == channels
+    for side in clip.audio:  # the centre is in every output channel, at the same level; LFE is left out
+        assert _tone_level(side, clip.sample_rate, 440) > 0.05
+        assert _tone_level(side, clip.sample_rate, 60) < 0.01
+    if channels == 2:
+        np.testing.assert_allclose(clip.audio[0], clip.audio[1], atol=0.02)
+
+
+def _variable_rate(path: Path, sr: int = 16000) -> None:
+    """30 fps for one second, then 10 fps (explicit pts in ms); a white square in the corner of the frame
+    at exactly 1.5 s and a click in the sound at 1.5 s."""
+    times = [i / 30 for i in range(30)] + [1.0 + i / 10 for i in range(20)]
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        a = c.add_stream("aac", rate=sr)
+        a.layout = "mono"
+        for t in times:
+            img = np.zeros((64, 96, 3), np.uint8)
+            x = int(t * 40) % 80
+            img[:, x : x + 8] = (200, 40, 40)
+            if round(t * 1000) == 1500:
+                img[:16, -16:] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        audio = np.zeros((1, 3 * sr), np.float32)
+        audio[0, int(1.5 * sr) : int(1.5 * sr) + 80] = 0.8
+        frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = sr, 0
+        for p in [*a.encode(frame), *a.encode(None)]:
+            c.mux(p)
+
+
+def test_variable_frame_rate_keeps_picture_and_sound_in_sync(tmp_path):
+    """Frames were numbered at the average rate: a marker and a click both at 1.5 s came out 0.46 s apart."""
+    _variable_rate(tmp_path / "vfr.mp4")
+    out = process_source(SourceItem(str(tmp_path / "vfr.mp4")), IngestSettings(max_seconds=10))
+    assert out.error is None and out.dropped == [] and len(out.clips) == 1
+    clip = media.read_media(out.clips[0].mp4)
+    marked = [i for i, frame in enumerate(clip.video) if frame[:16, -16:].mean() > 200]
+    assert marked, "the marker frame was lost"
+    click = int(np.argmax(np.abs(clip.audio[0]))) / clip.sample_rate
+    assert abs(click - 1.5) < 0.02
+    assert abs(marked[0] / clip.fps - click) <= 1.0 / clip.fps
+    # 30 fps then 10 fps at an average of 17.9 fps: frames are skipped in the first second, repeated after
+    assert out.frames_repeated > 0 and out.frames_skipped > 0
+
+
+def test_constant_rate_grid_places_frames_by_time():
+    grid = ingest._ConstantRate(fps=10.0, max_gap=2.0)
+    placed = []
+    for name, t in [("a", 0.0), ("b", 0.1), ("c", 0.32), ("d", 0.34), ("e", 0.5), ("back", 0.45)]:
+        frames, gap = grid.push(name, t)
+        assert not gap
+        placed += frames
+    placed += grid.flush()
+    # nothing at 0.2: b repeats; c (0.32) and d (0.34) share slot 0.3, c is nearer; nothing at 0.4: c repeats;
+    # "back" (0.45) goes back in time
+    expected = [("a", 0.0), ("b", 0.1), ("b", 0.2), ("c", 0.3), ("c", 0.4), ("e", 0.5)]
+    assert [(f, round(t, 3)) for f, t in placed] == expected
+    assert (grid.repeated, grid.skipped) == (2, 2)
+    grid.push("f", 0.6)
+    frames, gap = grid.push("g", 5.0)  # a 4.4 s hole: a new grid starts at g, the clip before ends at f
+    assert gap and [f for f, _ in frames] == ["f"] and grid.flush() == [("g", 5.0)]
+
+
+def test_links_failures_and_long_captions_are_not_lost(raw, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    good = (raw / "good.mp4").read_bytes()
+    (folder / "a.mp4").write_bytes(good)
+    (folder / "broken.mp4").write_bytes(good[: len(good) // 2])
+    os.symlink(folder / "loop.mp4", folder / "loop.mp4")
+    out = tmp_path / "out"
+    first = run(_cfg(folder, out, "num_workers=0"))
+    assert first["clips_written"] == 1 and first["files_unreadable"] == 1
+    assert [(Path(r["source"]).name, r["reason"].split(" (")[0]) for r in first["refused"]] == [
+        ("loop.mp4", "symlink loop")
+    ]
+    # a symlink to a file ingested before is a duplicate; the fixed file is retried and now gives its clip
+    os.symlink(folder / "a.mp4", folder / "z_link.mp4")
+    (folder / "broken.mp4").write_bytes(good)
+    second = run(_cfg(folder, out, "num_workers=0"))
+    assert second["this_run"]["files_retried"] == 1 and second["this_run"]["clips_written"] == 1
+    assert second["clips_written"] == 2 and second["files_unreadable"] == 0
+    assert {Path(r["source"]).name: r["reason"] for r in second["refused"]}["z_link.mp4"] == (
+        f"duplicate of {folder / 'a.mp4'}"
+    )
+    assert len(_read_shards(out)) == 2
+
+    # a 200,000-character caption used to abort the whole manifest (csv field limit)
+    caption = "a red bar " * 20_000
+    manifest = tmp_path / "long.csv"
+    manifest.write_text(f'path,caption\n{raw / "good.mp4"},"{caption}"\n{raw / "noaudio.mp4"},short\n')
+    report = run(_cfg(manifest, tmp_path / "long", "num_workers=0"))
+    assert report["clips_written"] == 2
+    assert caption.strip() in {c["txt"].decode() for c in _read_shards(tmp_path / "long").values()}
+
+
+def test_encode_errors_are_named_in_the_report_and_retried(raw, tmp_path, monkeypatch):
+    real = ingest.media.encode_mp4
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the encoder broke")
+
+    monkeypatch.setattr(ingest.media, "encode_mp4", failing)
+    out = tmp_path / "out"
+    report = run(_cfg(raw / "good.mp4", out, "num_workers=0"))
+    on_disk = json.loads((out / "ingest_report.json").read_text())
+    assert (
+        on_disk["dropped"]
+        == report["dropped"]
+        == [
+            {
+                "source": str(raw / "good.mp4"),
+                "reason": "encode_error",
+                "start": 0.0,
+                "end": 2.0,
+                "detail": "RuntimeError: the encoder broke",
+            }
+        ]
+    )
+    monkeypatch.setattr(ingest.media, "encode_mp4", real)
+    again = run(_cfg(raw / "good.mp4", out, "num_workers=0"))
+    assert (
+        again["clips_written"] == 1 and again["dropped"] == [] and again["clips_dropped"]["encode_error"] == 0
+    )
+
+
+def test_a_clip_kept_without_its_sound_is_named_in_the_report(raw, tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise OSError("the audio track is damaged")
+
+    monkeypatch.setattr(ingest.media, "read_audio", failing)
+    report = run(_cfg(raw / "good.mp4", tmp_path / "out", "num_workers=0"))
+    assert report["clips_written"] == 1
+    assert report["audio_lost"] == [
+        {
+            "source": str(raw / "good.mp4"),
+            "clip_index": 0,
+            "start": 0.0,
+            "end": 2.0,
+            "error": "OSError: the audio track is damaged",
+        }
+    ]
+
+
+def test_silence_added_past_the_end_of_the_audio_track_is_reported(tmp_path):
+    """A 3 s video whose sound stops at 1 s: the clip keeps its sound, padded, and says by how much."""
+    media.write_mp4(tmp_path / "short_sound.mp4", _bar(90), FPS, _tone(1.0))
+    report = run(_cfg(tmp_path / "short_sound.mp4", tmp_path / "out", "num_workers=0"))
+    assert report["clips_written"] == 1
+    [padded] = report["audio_padded"]
+    assert padded["seconds"] == pytest.approx(2.0, abs=0.05) and (padded["start"], padded["end"]) == (
+        0.0,
+        3.0,
+    )
+    [clip] = _read_shards(tmp_path / "out").values()
+    assert json.loads(clip["json"])["audio_padded_seconds"] == padded["seconds"]
+
+
+def test_out_dir_that_is_a_file_is_a_clear_error(raw, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="out_dir = .*file is a file; it must be a folder"):
+        run(_cfg(raw, tmp_path / "file"))
+    with pytest.raises(ValueError, match="out_dir = .* cannot be created"):
+        run(_cfg(raw, tmp_path / "file" / "below"))
 
 
 @pytest.mark.slow

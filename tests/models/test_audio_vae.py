@@ -8,7 +8,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sora.models.audio_vae import AudioVAE, AudioVAELoss, GriffinLimVocoder, ResBlock1d, Vocoder
+from sora.models.audio_vae import AudioVAE, GriffinLimVocoder, ResBlock1d, Vocoder
+from sora.training.vae_loss import AudioVAELoss
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "vae"
 SMALL = dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1)

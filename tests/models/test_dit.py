@@ -3,12 +3,14 @@ determinism, save/load, adaLN-zero init, compile, FLOPs, and a tiny overfitting 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from sora.diffusion.flow import MODES, ConditioningCurriculum, add_noise, flow_loss, velocity_target
-from sora.models.dit import AVDiT, dit_flops_per_token, estimate_flops
+from sora.models.dit import AVDiT, AVDiTConfig, dit_flops_per_token, estimate_flops
 from sora.models.layers import AdaLNModulation
 
 TINY = dict(
@@ -358,15 +360,116 @@ def test_module_is_plain_nn_module():
     assert isinstance(make_model(), nn.Module)
 
 
-@pytest.mark.parametrize("size", ["tiny", "S", "B", "L", "XL"])
+SIZES = ["tiny", "S", "B", "L", "XL"]
+SIZE_FIELDS = {"hidden_size", "depth", "single_stream_depth", "num_heads"}
+
+
+def _compose_dit(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from sora.config import compose
+
+    return OmegaConf.to_container(compose(f"model/dit/{name}").model.dit, resolve=True)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_size_configs_instantiate_with_the_stated_parameter_count(size):
     from pathlib import Path
 
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     path = Path(__file__).parents[2] / "conf" / "model" / "dit" / f"{size}.yaml"
     with torch.device("meta"):  # no memory, no init cost: only the architecture
-        model = instantiate(OmegaConf.load(path))
+        model = instantiate(_compose_dit(size))
     stated = path.read_text().split("(", 1)[1].split(";")[0].replace(",", "")  # "(1,540,293,448; counted ..."
     assert isinstance(model, AVDiT) and sum(p.numel() for p in model.parameters()) == int(stated)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_size_configs_are_the_base_plus_four_numbers(size):
+    base, composed = _compose_dit("base"), _compose_dit(size)
+    assert set(composed) == set(base) | SIZE_FIELDS
+    assert {k: v for k, v in composed.items() if k not in SIZE_FIELDS} == base
+    assert set(base) - {"_target_"} <= {f.name for f in dataclasses.fields(AVDiTConfig)}
+
+
+def test_config_dataclass_and_keywords_build_the_same_model():
+    cfg = AVDiTConfig(hidden_size=32, depth=2, num_heads=2, text_dim=16, single_stream_depth=1)
+    torch.manual_seed(0)
+    a = AVDiT(cfg)
+    torch.manual_seed(0)
+    b = AVDiT(**cfg.to_dict())
+    assert a.config == b.config and a.config["patch_size"] == [1, 2, 2] and a.hidden_size == 32
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
+    with pytest.raises(ValueError, match="not both"):
+        AVDiT(cfg, depth=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hidden'"):
+        AVDiT(hidden=32, depth=2, num_heads=2, text_dim=16)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        AVDiTConfig(hidden_size=30, depth=2, num_heads=4, text_dim=16)
+
+
+# ---- CUDA: the paths real runs take (python -m pytest -m gpu) ----------------------------------------------
+
+
+def _to_cuda(inputs: dict) -> dict:
+    return {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+@pytest.mark.gpu
+def test_default_auto_backend_takes_the_flash_path_on_cuda(monkeypatch):
+    pytest.importorskip("flash_attn", reason="flash-attn not installed (pip install 'sora[flash]')")
+    from sora.models import layers
+
+    calls = []
+    flash = layers._flash_attention
+    monkeypatch.setattr(layers, "_flash_attention", lambda *a: calls.append(a[3] is not None) or flash(*a))
+    assert AVDiTConfig(hidden_size=32, depth=2, num_heads=2, text_dim=16).attn_backend == "auto"
+    auto = make_nontrivial(make_model(attn_backend="auto")).cuda()
+    sdpa = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
+    inputs = _to_cuda(make_inputs())  # text_mask pads sample 1: the varlen (unpadded) kernel
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got_v, got_a = run(auto, inputs)
+        assert calls == [True] * auto.depth, calls  # every block, through flash-attn, with the padding mask
+        want_v, want_a = run(sdpa, inputs)
+    assert len(calls) == auto.depth, "sdpa never calls flash-attn"
+    torch.testing.assert_close(got_v.float(), want_v.float(), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(got_a.float(), want_a.float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_on_cuda_matches_fp32_and_trains_fp32_weights():
+    model = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
+    inputs = _to_cuda(make_inputs())
+    drop = torch.tensor([True, False], device="cuda")  # one caption dropped: the null text is used too
+    want_v, want_a = run(model, inputs, drop_text=drop)  # fp32
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got_v, got_a = run(model, inputs, drop_text=drop)
+    err = (got_v.float() - want_v).abs().max() / want_v.abs().max()
+    # autocast really ran the matmuls in bf16 (not bit-equal to fp32) and stays within a few percent
+    assert 0 < err < 0.05, float(err)
+    torch.testing.assert_close(got_a.float(), want_a, atol=5e-2, rtol=5e-2)
+    (got_v.float().square().mean() + got_a.float().square().mean()).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.gpu
+def test_compiled_blocks_on_cuda_match_eager_forward_and_backward():
+    from sora.training.parallel import apply_activation_checkpointing_and_compile
+
+    torch._dynamo.reset()
+    eager = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
+    compiled = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
+    apply_activation_checkpointing_and_compile(compiled, compile=True)
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for b in compiled.blocks)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # in place: checkpoints stay loadable
+    inputs = _to_cuda(make_inputs())
+    outs = []
+    for model in (eager, compiled):
+        v, a = run(model, inputs)
+        (v.square().mean() + a.square().mean()).backward()
+        outs.append((v.detach(), a.detach(), model.video_embed.weight.grad.clone()))
+    for got, want in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)

@@ -125,3 +125,18 @@ def test_attention_backend_selection():
         resolve_attn_backend("flash", q)
     with pytest.raises(ValueError, match="attn_backend"):
         resolve_attn_backend("xformers", q)
+
+
+@pytest.mark.gpu
+def test_flash_attention_matches_sdpa_on_cuda():
+    pytest.importorskip("flash_attn", reason="flash-attn not installed (pip install 'sora[flash]')")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 37, 64, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3))
+    assert resolve_attn_backend("auto", q) == "flash" and resolve_attn_backend("auto", q.float()) == "sdpa"
+    torch.testing.assert_close(attention(q, k, v, backend="flash"), attention(q, k, v), atol=2e-2, rtol=2e-2)
+    mask = torch.ones(2, 37, dtype=torch.bool, device="cuda")
+    mask[1, 20:] = False  # sample 1 has 20 real tokens: the unpadded varlen kernel
+    got, want = attention(q, k, v, mask, backend="flash"), attention(q, k, v, mask, backend="sdpa")
+    torch.testing.assert_close(got[0], want[0], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got[1, :, :20], want[1, :, :20], atol=2e-2, rtol=2e-2)
+    assert torch.equal(got[1, :, 20:], torch.zeros_like(got[1, :, 20:]))  # padded queries: zero, never read

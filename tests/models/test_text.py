@@ -1,5 +1,5 @@
 """Text encoders: the byte and hashed-word encoders trained with the DiT, and the Hugging Face loader (tiny
-random T5 built offline)."""
+random T5, UMT5 and CLIP encoders built offline)."""
 
 from __future__ import annotations
 
@@ -94,41 +94,56 @@ def test_fresh_learned_encoders_keep_tokens_apart(cls):
     assert mean_cos < 0.3, mean_cos
 
 
-@pytest.fixture(scope="module")
-def tiny_t5_path(tmp_path_factory):
-    """A tiny randomly initialised T5 encoder and a word-level tokenizer, built and saved offline."""
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
-    path = tmp_path_factory.mktemp("tiny_t5")
-    words = ["<pad>", "</s>", "<unk>", "a", "red", "ball", "falls", "blue", "cube", "the"]
-    tok = tokenizers.Tokenizer(
-        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>")
-    )
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    fast.save_pretrained(path)
-    config = transformers.T5Config(
-        vocab_size=len(words),
-        d_model=16,
-        d_kv=8,
-        d_ff=32,
-        num_layers=2,
-        num_heads=2,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    torch.manual_seed(0)
-    transformers.T5EncoderModel(config).eval().save_pretrained(path)
-    return path
+WORDS = ["<pad>", "</s>", "<unk>", "<s>", "a", "red", "ball", "falls", "blue", "cube", "the"]
+HF_CLASSES = {"t5": "T5EncoderModel", "umt5": "UMT5EncoderModel", "clip": "CLIPTextModel"}
 
 
-def test_hf_encoder_loads_locally_frozen_and_cached(tiny_t5_path):
+def _tiny_hf_encoder(kind: str, path) -> None:
+    """A tiny random T5 / UMT5 / CLIP text encoder (hidden size 16) and a word-level tokenizer over WORDS,
+    saved to ``path`` the way ``save_pretrained`` writes a real one: built offline, nothing downloads."""
+    import tokenizers
     import transformers
 
-    enc = HFTextEncoder(str(tiny_t5_path), dim=16, max_length=8, cache_size=2)
+    tok = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>")
+    )
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>"
+    ).save_pretrained(path)
+    ids = {"vocab_size": len(WORDS), "pad_token_id": 0, "eos_token_id": 1}
+    t5 = {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2, "decoder_start_token_id": 0}
+    configs = {
+        "t5": lambda: transformers.T5Config(**ids, **t5),
+        "umt5": lambda: transformers.UMT5Config(**ids, **t5),
+        "clip": lambda: transformers.CLIPTextConfig(
+            **ids,
+            bos_token_id=3,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+        ),
+    }
+    torch.manual_seed(0)
+    getattr(transformers, HF_CLASSES[kind])(configs[kind]()).eval().save_pretrained(path)
+
+
+@pytest.fixture(scope="module", params=sorted(HF_CLASSES))
+def tiny_hf(request, tmp_path_factory):
+    """(kind, path) of a tiny saved encoder of each family real runs use."""
+    path = tmp_path_factory.mktemp(f"tiny_{request.param}")
+    _tiny_hf_encoder(request.param, path)
+    return request.param, path
+
+
+def test_hf_encoder_loads_locally_frozen_and_cached(tiny_hf):
+    import transformers
+
+    kind, path = tiny_hf
+    enc = HFTextEncoder(str(path), dim=16, max_length=8, cache_size=2)
+    assert type(enc.model).__name__ == HF_CLASSES[kind]  # the encoder-only class of each family
     assert enc.dim == 16 and not enc.trainable
     assert not any(p.requires_grad for p in enc.model.parameters())
     captions = ["a red ball falls", "the blue cube", ""]
@@ -136,11 +151,14 @@ def test_hf_encoder_loads_locally_frozen_and_cached(tiny_t5_path):
     assert emb.shape == (3, 4, 16) and emb.dtype == torch.float32
     assert mask.sum(1).tolist() == [4, 3, 0] and enc.num_tokens(captions) == 4
     assert emb.requires_grad is False and torch.equal(emb[2], torch.zeros(4, 16))
-    # Same as running the saved model directly on the unpadded caption.
-    reference = transformers.T5EncoderModel.from_pretrained(tiny_t5_path, local_files_only=True).eval()
+    # Same as running the saved model directly on each unpadded caption (padding changes nothing).
+    reference = getattr(transformers, HF_CLASSES[kind]).from_pretrained(path, local_files_only=True).eval()
     with torch.no_grad():
-        want = reference(input_ids=torch.tensor([[3, 4, 5, 6]])).last_hidden_state[0]
-    torch.testing.assert_close(emb[0], want, atol=1e-5, rtol=1e-5)
+        want0 = reference(input_ids=torch.tensor([[4, 5, 6, 7]])).last_hidden_state[0]
+        want1 = reference(input_ids=torch.tensor([[10, 8, 9]])).last_hidden_state[0]
+    torch.testing.assert_close(emb[0], want0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(emb[1, :3], want1, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(emb[0, :3], emb[1, :3], atol=1e-3), "different captions, different embeddings"
     # LRU cache: repeated captions are not recomputed; capacity 2 evicts the least recently used.
     misses = enc.cache_misses
     emb2, _ = enc.encode(["the blue cube", ""])
@@ -151,19 +169,47 @@ def test_hf_encoder_loads_locally_frozen_and_cached(tiny_t5_path):
     assert not enc.train().model.training
 
 
-def test_hf_encoder_half_precision(tiny_t5_path):
-    enc = HFTextEncoder(str(tiny_t5_path), dtype="bf16")
+def test_hf_encoder_half_precision(tiny_hf):
+    enc = HFTextEncoder(str(tiny_hf[1]), dtype="bf16")
     assert next(enc.model.parameters()).dtype == torch.bfloat16
     emb, _ = enc.encode(["a red ball"])
     assert emb.dtype == torch.float32 and torch.isfinite(emb).all()
 
 
-def test_hf_encoder_clear_errors(tiny_t5_path, tmp_path):
-    pytest.importorskip("transformers")
-    with pytest.raises(ValueError, match="does not match"):
-        HFTextEncoder(str(tiny_t5_path), dim=4096)
+def test_hf_encoder_clear_errors(tiny_hf, tmp_path):
+    with pytest.raises(ValueError, match="does not match the encoder's hidden size 16"):
+        HFTextEncoder(str(tiny_hf[1]), dim=4096)
     with pytest.raises(OSError, match="local_files_only"):
         HFTextEncoder(str(tmp_path / "missing"))
+
+
+def test_dit_trains_with_a_local_hf_encoder_from_the_config(tmp_path):
+    """``model/text=hf`` with a local folder: the experiment's module builds and takes a step on its text."""
+    from hydra.utils import instantiate
+
+    from sora.config import compose
+
+    _tiny_hf_encoder("t5", tmp_path / "t5")
+    cfg = compose(
+        "train",
+        ["experiment=dit_tiny", "model/text=hf", f"model.text.path={tmp_path / 't5'}", "model.text.dim=16"],
+    )
+    module = instantiate(cfg.module, _recursive_=False)
+    assert isinstance(module.text_encoder, HFTextEncoder) and module.dit.text_dim == 16
+    with torch.no_grad():  # off adaLN-zero, so the text path gets gradients
+        for p in module.dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    batch = {
+        "video_latent": torch.randn(2, 16, 2, 4, 4),
+        "audio_latent": torch.randn(2, 8, 9),
+        "has_audio": torch.tensor([True, True]),
+        "caption": ["a red ball falls", "the blue cube"],
+        "fps": torch.full((2,), 24.0),
+    }
+    out = module.compute_loss(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and module.dit.text_embed[0].weight.grad.abs().sum() > 0
+    assert not any(k.startswith("text_encoder.") for k in module.state_dict())  # frozen: not in checkpoints
 
 
 def test_hf_encoder_without_transformers_says_how_to_install(monkeypatch):

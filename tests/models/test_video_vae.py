@@ -8,8 +8,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from sora.models.discriminator import PatchDiscriminator3D
 from sora.models.distributions import DiagonalGaussian
-from sora.models.video_vae import CausalVideoVAE, PatchDiscriminator3D, ResBlock3d, VideoVAELoss, _tiled
+from sora.models.video_vae import CausalVideoVAE, ResBlock3d, _tiled
+from sora.training.vae_loss import VideoVAELoss
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "vae"
 # Smaller than conf/model/vae/video_tiny.yaml so the whole file runs in seconds; same structure (8x / 4x).

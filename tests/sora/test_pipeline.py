@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sora import media
-from sora.pipeline import AVPipeline, GenerationRequest, load_requests, save_clip
+from sora.pipeline import MODES, PLANNERS, AVPipeline, GenerationRequest, load_requests, save_clip
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,10 @@ def test_bad_requests_are_clear_errors(pipe, field, value, match):
         pipe.generate(GenerationRequest(**{"prompt": "x", "steps": 2, field: value}))
 
 
+def test_every_mode_has_one_planner():
+    assert set(PLANNERS) == set(MODES) - {"storyboard"}  # storyboard chains t2av and extend shots
+
+
 def test_i2v_first_frame_matches_the_image_after_vae_round_trip(pipe, tmp_path):
     from PIL import Image
 
@@ -116,13 +120,49 @@ def test_remix_strength_zero_returns_the_source(pipe, source_clip):
     src = media.read_media(source_clip)
     assert np.array_equal(clip.video, src.video[:9])
     np.testing.assert_allclose(clip.audio, src.audio[:, : clip.audio.shape[1]], atol=1e-6)
-    some = pipe.generate(
-        GenerationRequest(prompt="y", mode="remix", video=str(source_clip), strength=0.5, steps=3)
-    )
-    _check(some, 9)
 
 
-def test_storyboard_concatenates_shots(pipe):
+def test_remix_strength_sets_how_much_of_the_source_survives(pipe, source_clip):
+    src = pipe.encode_video(media.video_to_tensor(media.read_media(source_clip).video[:9])).cpu()
+    distances, times = [], []
+    hook = pipe.dit.register_forward_pre_hook(lambda _, args: times.append(float(args[2].max())))
+    try:
+        for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
+            times.clear()
+            req = GenerationRequest(
+                prompt="y", mode="remix", video=str(source_clip), strength=strength, steps=3
+            )
+            clip = pipe.generate(req)
+            _check(clip, 9)
+            distances.append(float((clip.latents["video"] - src).abs().mean()))
+            # the ODE starts at t = strength (none at all for 0): the noise level the source was given
+            assert times[:1] == ([] if strength == 0 else [pytest.approx(strength)]), (strength, times)
+    finally:
+        hook.remove()
+    # strength 0 keeps the source's latents; each step up in strength moves the result further from them
+    assert distances[0] < 1e-3, distances
+    assert all(a + 0.05 < b for a, b in zip(distances, distances[1:])), distances
+
+
+def test_storyboard_shot_two_starts_from_shot_one_end(pipe, monkeypatch):
+    shots, generate = [], pipe.generate
+
+    def spy(sub, progress=None):
+        given = None
+        if sub.mode == "extend":  # the file shot 2 extends, read while it exists
+            given = media.read_media(sub.video).video
+        clip = generate(sub, progress)
+        shots.append((sub, clip, given))
+        return clip
+
+    written, write_mp4 = [], media.write_mp4
+
+    def spy_write(path, video, *args, **kwargs):
+        written.append((str(path), video))
+        return write_mp4(path, video, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", spy)
+    monkeypatch.setattr(media, "write_mp4", spy_write)
     req = GenerationRequest(
         prompt="",
         mode="storyboard",
@@ -130,11 +170,23 @@ def test_storyboard_concatenates_shots(pipe):
         context_frames=5,
         shots=[{"prompt": "a ball falls", "seconds": 0.35}, {"prompt": "it rolls", "seconds": 0.35}],
     )
-    clip = pipe.generate(req)
+    clip = AVPipeline.generate(pipe, req)
     # shot 1: 9 frames; shot 2: 9 frames of which the first 5 repeat shot 1's end
-    assert clip.video.shape[0] == 9 + 4 and clip.audio.shape[1] == round(9 / 24 * 16000) * 2 - round(
-        5 / 24 * 16000
+    assert clip.video.shape[0] == 9 + 4
+    assert clip.audio.shape[1] == round(9 / 24 * 16000) * 2 - round(5 / 24 * 16000)
+    (first, one, _), (second, two, given) = shots
+    assert (first.mode, first.prompt, second.mode, second.prompt) == (
+        "t2av",
+        "a ball falls",
+        "extend",
+        "it rolls",
     )
+    assert written[0][0] == second.video and np.array_equal(written[0][1], one.video), "shot 2 extends shot 1"
+    # shot 2's clean prefix is the latent of shot 1's last 5 frames (as written), not of its first ones
+    end = pipe.encode_video(media.video_to_tensor(given[-5:])).cpu()
+    torch.testing.assert_close(two.latents["video"][:, :, :2], end)
+    assert not torch.allclose(end, pipe.encode_video(media.video_to_tensor(given[:5])).cpu(), atol=1e-2)
+    assert np.array_equal(clip.video[:9], one.video) and np.array_equal(clip.video[9:], two.video[5:])
 
 
 def test_saved_clip_decodes_with_watermark_provenance_and_latents(pipe, tmp_path):

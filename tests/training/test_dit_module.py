@@ -36,7 +36,7 @@ def test_loss_terms_and_flops():
     out = module.compute_loss(_batch())
     assert set(out) >= {"loss", "loss_video", "loss_audio", "tokens_video", "tokens_audio"}
     assert torch.isfinite(out["loss"])
-    # a fresh adaLN-zero model predicts 0, so the loss is the target's mean square (~2 for unit latents + noise)
+    # a fresh adaLN-zero model predicts 0: the loss is the target's mean square (~2 for unit latents + noise)
     assert 1.0 < float(out["loss_video"]) < 3.5
     assert module.flops_per_batch(_batch()) > 0
 
@@ -87,7 +87,7 @@ def test_text_dim_mismatch_is_a_clear_error():
 def test_training_steps_write_a_checkpoint_that_rebuilds(tmp_path):
     from sora.training.ema import EMA
 
-    module = _module()
+    module = _module(flow={"shift": 3.0, "logit_mean": 0.5, "audio_weight": 0.5})  # not the defaults
     data = [_batch() for _ in range(4)]
     trainer = L.Trainer(
         max_steps=3,
@@ -104,13 +104,21 @@ def test_training_steps_write_a_checkpoint_that_rebuilds(tmp_path):
     assert ckpt["hyper_parameters"]["dit"]["_target_"] == "sora.models.dit.AVDiT"
     assert any(k.startswith("dit.") for k in ckpt["ema_state_dict"])
     rebuilt = AVDiTModule.load_from_checkpoint(tmp_path / "dit.ckpt", weights_only=True)
+    assert rebuilt.hparams.flow == module.hparams.flow
+    rebuilt_state, state = rebuilt.state_dict(), module.state_dict()
+    assert set(rebuilt_state) == set(state) and any(k.startswith("text_encoder.") for k in state)
+    for name, value in state.items():  # DiT, the text encoder trained with it, the frozen VAEs
+        assert torch.equal(rebuilt_state[name], value), name
+    module.train(), rebuilt.train()
     torch.manual_seed(0)
-    a = rebuilt.compute_loss(_batch())["loss"]
+    a = rebuilt.compute_loss(_batch())
     torch.manual_seed(0)
-    b = module.compute_loss(_batch())["loss"]
-    assert torch.isfinite(a) and torch.isfinite(b)
-    for (n1, p1), (_, p2) in zip(rebuilt.dit.named_parameters(), module.dit.named_parameters()):
-        assert torch.equal(p1, p2), n1
+    b = module.compute_loss(_batch())
+    # same weights, hyper-parameters and seed: the same noise, timesteps and loss, bit for bit
+    assert torch.isfinite(a["loss"]) and torch.equal(a["loss"], b["loss"])
+    assert torch.equal(a["loss_audio"], b["loss_audio"]) and torch.equal(a["loss_video"], b["loss_video"])
+    torch.manual_seed(1)
+    assert not torch.equal(module.compute_loss(_batch())["loss"], b["loss"]), "the seed drives the loss"
 
 
 @pytest.mark.slow
@@ -122,3 +130,36 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
     assert r0 == r1 and r0.endswith(" 2"), (r0, r1)
+
+
+@pytest.mark.gpu
+def test_train_steps_on_cuda_in_bf16_mixed_precision(tmp_path):
+    from sora.training.ema import EMA
+
+    module = _module()
+    before = {k: v.clone() for k, v in module.dit.state_dict().items()}
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMA(0.9)],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader([_batch() for _ in range(4)], batch_size=None))
+    assert trainer.global_step == 3 and module.device.type == "cuda"
+    assert all(p.dtype == torch.float32 for p in module.dit.parameters())  # bf16 compute, fp32 weights
+    moved = [k for k, v in module.dit.state_dict().items() if not torch.equal(v.cpu(), before[k])]
+    assert "final_video.linear.weight" in moved, "the optimizer stepped on the GPU"
+    module.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = module.compute_loss({k: v.cuda() if torch.is_tensor(v) else v for k, v in _batch().items()})
+    assert torch.isfinite(out["loss"])
+    trainer.save_checkpoint(tmp_path / "gpu.ckpt")
+    rebuilt = AVDiTModule.load_from_checkpoint(tmp_path / "gpu.ckpt", map_location="cpu", weights_only=True)
+    for (name, p1), (_, p2) in zip(rebuilt.dit.named_parameters(), module.dit.named_parameters()):
+        assert torch.equal(p1, p2.cpu()), name

@@ -1,5 +1,7 @@
 """Shared optimizer/schedule and the EMA callback."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
@@ -67,18 +69,89 @@ def _fit(tmp_path, ema, steps, ckpt_path=None):
     return trainer, model
 
 
+def _ema_step(ema, module, value, step):
+    """Set every weight of ``module.net`` to ``value`` (as an optimizer step would), then one EMA update."""
+    with torch.no_grad():
+        for p in module.net.parameters():
+            p.fill_(value)
+    ema.on_train_batch_end(SimpleNamespace(global_step=step), module, None, None, step)
+
+
+def test_ema_update_matches_the_hand_computed_average():
+    module = _Tiny()
+    with torch.no_grad():
+        for p in module.net.parameters():
+            p.zero_()
+    ema = EMA(decay=0.9, warmup=False)
+    ema.on_fit_start(None, module)
+    # shadow: 0 -> 0.9*0 + 0.1*1 = 0.1 -> 0.9*0.1 + 0.1*2 = 0.29 -> 0.9*0.29 + 0.1*3 = 0.561
+    for step, (value, expected) in enumerate([(1.0, 0.1), (2.0, 0.29), (3.0, 0.561)], start=1):
+        _ema_step(ema, module, value, step)
+        for name in ("weight", "bias"):
+            torch.testing.assert_close(
+                ema.shadow[name], torch.full_like(ema.shadow[name], expected), atol=1e-6, rtol=0
+            )
+
+    warm = EMA(decay=0.9, warmup=True)  # effective decay min(0.9, (1 + step) / (10 + step))
+    with torch.no_grad():
+        module.net.weight.zero_()
+    warm.on_fit_start(None, module)
+    _ema_step(warm, module, 1.0, step=0)  # decay 1/10: 0.1*0 + 0.9*1
+    _ema_step(warm, module, 0.0, step=20)  # decay min(0.9, 21/30) = 0.7: 0.7*0.9
+    torch.testing.assert_close(
+        warm.shadow["weight"], torch.full_like(warm.shadow["weight"], 0.63), atol=1e-6, rtol=0
+    )
+
+    every = EMA(decay=0.9, warmup=False, every_n_steps=2)
+    with torch.no_grad():
+        module.net.weight.zero_()
+    every.on_fit_start(None, module)
+    _ema_step(every, module, 1.0, step=1)  # skipped
+    assert float(every.shadow["weight"].abs().max()) == 0.0
+    _ema_step(every, module, 1.0, step=2)
+    torch.testing.assert_close(
+        every.shadow["weight"], torch.full_like(every.shadow["weight"], 0.1), atol=1e-6, rtol=0
+    )
+
+
+class _Recorder(L.Callback):
+    """Records the weights after every optimizer step (runs before the EMA callback)."""
+
+    def __init__(self):
+        self.weights = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.weights.append(pl_module.net.weight.detach().clone())
+
+
 def test_ema_tracks_weights_and_survives_resume(tmp_path):
-    ema = EMA(decay=0.5, warmup=False)
-    trainer, model = _fit(tmp_path, ema, steps=6)
+    recorder, ema = _Recorder(), EMA(decay=0.9, warmup=False)
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        max_steps=6,
+        callbacks=[recorder, ema],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    model = _Tiny()
+    initial = model.net.weight.detach().clone()
+    trainer.fit(model)
     assert ema.shadow["weight"].dtype == torch.float32
-    # the shadow lags the weights but follows them
-    assert not torch.equal(ema.shadow["weight"], model.net.weight.detach())
-    assert torch.allclose(ema.shadow["weight"], model.net.weight.detach(), atol=0.5)
+    # within Lightning: the shadow starts at the initial weights and averages the weights after every step
+    expected = initial
+    for w in recorder.weights:
+        expected = 0.9 * expected + 0.1 * w
+    assert len(recorder.weights) == 6
+    torch.testing.assert_close(ema.shadow["weight"], expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(ema.shadow["weight"], model.net.weight.detach(), atol=1e-3)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     saved = torch.load(tmp_path / "a.ckpt", weights_only=True)
     assert torch.equal(saved["ema_state_dict"]["weight"], ema.shadow["weight"])
 
-    resumed = EMA(decay=0.5, warmup=False)
+    resumed = EMA(decay=0.9, warmup=False)
     _fit(tmp_path, resumed, steps=6, ckpt_path=tmp_path / "a.ckpt")  # no new steps: shadow restored as saved
     assert torch.equal(resumed.shadow["weight"], saved["ema_state_dict"]["weight"])
 
