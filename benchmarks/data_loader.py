@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from data_pipelines.dataset import VideoDataModule
+from data_pipelines.shard_writer import ShardWriter
 from sora import media
 
 NUM_FRAMES, FPS, SIZE, BATCH = 17, 24.0, 64, 8
@@ -57,7 +58,7 @@ def make_shards(out_dir: Path, num_clips: int, per_shard: int = 32) -> tuple[lis
     paths = []
     for s in range(0, num_clips, per_shard):
         path = out_dir / f"shard-{s // per_shard:06d}.tar"
-        with tarfile.open(path, "w") as tar:
+        with ShardWriter(path) as writer:
             for i in range(s, min(s + per_shard, num_clips)):
                 video = np.zeros((48, SIZE, SIZE, 3), np.uint8)
                 video[:] = rng.integers(0, 80, 3, dtype=np.uint8)
@@ -70,10 +71,7 @@ def make_shards(out_dir: Path, num_clips: int, per_shard: int = 32) -> tuple[lis
                     "json": json.dumps(meta).encode(),
                     "txt": b"a yellow box slides",
                 }
-                for ext, data in files.items():
-                    info = tarfile.TarInfo(f"{i:08d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+                writer.write(f"{i:08d}", files)
         paths.append(str(path))
     return paths, "sora.media moving patterns"
 

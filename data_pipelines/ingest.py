@@ -42,7 +42,6 @@ import logging
 import multiprocessing as mp
 import os
 import subprocess
-import tarfile
 import time
 import urllib.request
 from collections import Counter
@@ -65,6 +64,7 @@ from data_pipelines.ingest_sources import (
     list_sources,
     url_scheme,
 )
+from data_pipelines.shard_writer import ShardWriter
 from sora import media
 from sora.config import CONF_DIR, save_resolved_config
 
@@ -550,7 +550,7 @@ class _ShardWriter:
     def __init__(self, out_dir: Path, state: _State, max_samples: int, max_bytes: int) -> None:
         self.out_dir, self.state, self.max_samples, self.max_bytes = out_dir, state, max_samples, max_bytes
         self.index = state.next_index
-        self.tar: tarfile.TarFile | None = None
+        self.tar: ShardWriter | None = None
         self.keys: list[str] = []
         self.bytes = 0
         self.waiting: list[tuple[int, dict]] = []  # (shard index holding a file's last clip, file summary)
@@ -558,13 +558,9 @@ class _ShardWriter:
 
     def add(self, clip: Clip) -> None:
         if self.tar is None:
-            self.tar = tarfile.open(self._path(self.index, tmp=True), "w")
+            self.tar = ShardWriter(self._path(self.index))  # writes the .tmp path, renamed by close()
         files = {"mp4": clip.mp4, "json": json.dumps(clip.meta).encode(), "txt": clip.caption.encode()}
-        for ext, data in files.items():
-            info = tarfile.TarInfo(f"{clip.key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            self.tar.addfile(info, io.BytesIO(data))
-            self.bytes += 512 + -(-len(data) // 512) * 512
+        self.bytes += self.tar.write(clip.key, files)
         self.keys.append(clip.key)
         if len(self.keys) >= self.max_samples or self.bytes >= self.max_bytes:
             self.close_shard()
@@ -579,9 +575,7 @@ class _ShardWriter:
     def close_shard(self) -> None:
         if self.tar is None:
             return
-        self.tar.close()
-        tmp, final = self._path(self.index, tmp=True), self._path(self.index)
-        os.replace(tmp, final)
+        final = self.tar.close()
         shard = {
             "index": self.index,
             "name": final.name,

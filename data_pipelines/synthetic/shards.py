@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from tqdm import tqdm
 
+from data_pipelines.shard_writer import ShardWriter
 from sora.media import encode_mp4
 
 from .captions import describe
@@ -221,34 +221,29 @@ def generate_shards(
     if report.skipped_shards:
         log.info("resuming: %d of %d shards already complete in %s", report.skipped_shards, num_shards, out)
     start = time.perf_counter()
-    writer, tmp_path, shard = None, None, -1
+    writer: ShardWriter | None = None
+    shard = -1
     with tqdm(total=len(tasks), desc="synthetic clips", unit="clip", disable=not progress) as bar:
         for index, sample, error in _produce(tasks, num_workers):
             if index // clips_per_shard != shard:
-                _finish(writer, tmp_path, report.paths[shard] if shard >= 0 else None)
+                if writer is not None:
+                    writer.close()  # atomic: *.tar.tmp renamed, so a shard on disk is always complete
                 shard = index // clips_per_shard
-                tmp_path = report.paths[shard].with_suffix(".tar.tmp")
-                writer = wds.TarWriter(str(tmp_path), mtime=0.0)  # fixed mtime: reproducible bytes
+                writer = ShardWriter(report.paths[shard])  # the project's one writer: reproducible bytes
             if error is not None:
                 log.warning(
                     "clip %d (seed %d) failed and is left out: %s", index, clip_seed(seed, index), error
                 )
                 report.failures.append({"index": index, "seed": clip_seed(seed, index), "reason": error})
             else:
-                writer.write(sample)
+                writer.write_sample(sample)
                 report.written_clips += 1
                 report.families[clip_family(config.families, index)] += 1
             bar.update(1)
-    _finish(writer, tmp_path, report.paths[shard] if shard >= 0 else None)
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def _finish(writer: wds.TarWriter | None, tmp_path: Path | None, path: Path | None) -> None:
-    """Close a shard and move it into place in one atomic step, so a shard on disk is always complete."""
     if writer is not None:
         writer.close()
-        os.replace(tmp_path, path)
+    report.seconds = time.perf_counter() - start
+    return report
 
 
 def _produce(tasks: list[tuple], num_workers: int) -> Iterator[tuple[int, dict | None, str | None]]:

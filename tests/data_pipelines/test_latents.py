@@ -2,7 +2,9 @@
 
 import io
 import json
+import logging
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from data_pipelines.dataset import BucketSpec, decode_av_sample
-from data_pipelines.latents import LatentDataModule, encode_shards, load_vae, run
+from data_pipelines.latents import LatentDataModule, encode_shards, load_vae, load_vae_for, run
+from data_pipelines.shard_writer import write_shard
 from sora import media
+from sora.checkpoint import build_module
 from sora.config import compose
 from sora.models.distributions import DiagonalGaussian
+from sora.models.text import ByteTextEncoder
+from sora.models.video_vae import CausalVideoVAE
 
 SR = 16000
 
@@ -90,13 +96,25 @@ def _clip(num_frames: int, audio: bool = True) -> dict:
 
 
 def _write(path: Path, samples: list[tuple[str, dict]]) -> str:
-    with tarfile.open(path, "w") as tar:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return str(path)
+    return str(write_shard(path, samples))
+
+
+# Tiny project networks (the latent cache builds only networks on sora.checkpoint.ALLOWED_TARGETS)
+VIDEO_CFG = {
+    "_target_": "sora.models.video_vae.CausalVideoVAE",
+    "latent_channels": 4,
+    "base_channels": 4,
+    "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "patch_size": 2,
+}
+AUDIO_CFG = {
+    "_target_": "sora.models.audio_vae.AudioVAE",
+    "latent_channels": 4,
+    "base_channels": 8,
+    "channel_mult": [1, 1, 1],
+    "num_res_blocks": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -215,38 +233,63 @@ def test_latent_datamodule_groups_shapes_and_text_embeddings(shards, tmp_path):
 
 
 def test_load_vae_from_safetensors_and_lightning_ckpt(tmp_path):
-    src = TinyVideoVAE()
-    cfg = {"_target_": f"{__name__}.TinyVideoVAE"}
+    torch.manual_seed(0)
+    src = build_module(VIDEO_CFG)
     save_file(src.state_dict(), tmp_path / "vae.safetensors")
     torch.save(
         {"state_dict": {**{f"vae.{k}": v for k, v in src.state_dict().items()}, "dit.w": torch.zeros(1)}},
         tmp_path / "module.ckpt",
     )
     for weights in ("vae.safetensors", "module.ckpt"):
-        vae = load_vae(cfg, str(tmp_path / weights), allowed_targets=[__name__])
-        assert torch.equal(vae.proj.weight, src.proj.weight) and not vae.training
+        vae = load_vae(VIDEO_CFG, str(tmp_path / weights))
+        assert (
+            all(torch.equal(v, src.state_dict()[k]) for k, v in vae.state_dict().items()) and not vae.training
+        )
     both = {
         **{f"vae.{k}": v for k, v in src.state_dict().items()},
         **{f"ema.vae.{k}": v * 0 for k, v in src.state_dict().items()},
     }
     torch.save({"state_dict": both}, tmp_path / "ema.ckpt")
     with pytest.raises(ValueError, match="key_prefix"):
-        load_vae(cfg, str(tmp_path / "ema.ckpt"), allowed_targets=[__name__])
-    assert (
-        load_vae(cfg, str(tmp_path / "ema.ckpt"), key_prefix="ema.vae.", allowed_targets=[__name__])
-        .proj.weight.abs()
-        .sum()
-        == 0
-    )
-    with pytest.raises(ValueError, match="allowed prefix"):
-        load_vae({"_target_": "os.system"}, None)
+        load_vae(VIDEO_CFG, str(tmp_path / "ema.ckpt"))
+    ema = load_vae(VIDEO_CFG, str(tmp_path / "ema.ckpt"), key_prefix="ema.vae.")
+    assert all(p.abs().sum() == 0 for p in ema.parameters())
     with pytest.raises(ValueError, match="no weights"):
-        load_vae(cfg, None, allowed_targets=[__name__])
+        load_vae(VIDEO_CFG, None)
+
+
+@pytest.mark.parametrize("target", ["os.system", "sora.something_else", "sora.checkpoint.save_safetensors"])
+def test_latent_cache_builds_only_the_projects_networks(tmp_path, target):
+    # before: any `_target_` starting with "sora." was instantiated; save_safetensors would write a file
+    written = tmp_path / "written.safetensors"
+    cfg = {"_target_": target, "module_or_state": {}, "path": str(written)}
+    with pytest.raises(ValueError, match="refusing to build"):
+        load_vae(cfg, None, allow_random_init=True)
+    # the same through a VAE training checkpoint naming it, and through the CLI's bare-weights path
+    torch.save({"hyper_parameters": {"vae": cfg}, "state_dict": {}}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="refusing to build"):
+        load_vae_for("video", str(tmp_path / "evil.ckpt"), None)
+    save_file({"w": torch.zeros(1)}, tmp_path / "w.safetensors")
+    overrides = [
+        f"shards={tmp_path}/none.tar",
+        f"out_dir={tmp_path / 'out'}",
+        f"vae.video={tmp_path}/w.safetensors",
+        f"vae.video_model._target_={target}",
+        "+vae.video_model.module_or_state={}",
+        f"+vae.video_model.path={written}",
+        "device=cpu",
+    ]
+    with pytest.raises(ValueError, match="refusing to build"):
+        run(compose("latents", overrides))
+    assert not written.exists()
 
 
 def test_cli_run_with_hydra_config(shards, tmp_path):
-    save_file(TinyVideoVAE().state_dict(), tmp_path / "v.safetensors")
-    save_file(TinyAudioVAE().state_dict(), tmp_path / "a.safetensors")
+    torch.manual_seed(0)
+    save_file(build_module(VIDEO_CFG).state_dict(), tmp_path / "v.safetensors")
+    save_file(build_module(AUDIO_CFG).state_dict(), tmp_path / "a.safetensors")
+    video_model = "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in VIDEO_CFG.items()) + "}"
+    audio_model = "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in AUDIO_CFG.items()) + "}"
     cfg = compose(
         "latents",
         [
@@ -254,9 +297,8 @@ def test_cli_run_with_hydra_config(shards, tmp_path):
             f"out_dir={tmp_path / 'out'}",
             f"vae.video={tmp_path / 'v.safetensors'}",
             f"vae.audio={tmp_path / 'a.safetensors'}",
-            f"vae.video_model._target_={__name__}.TinyVideoVAE",
-            f"vae.audio_model._target_={__name__}.TinyAudioVAE",
-            f"vae.allowed_targets=[{__name__}]",
+            f"++vae.video_model={video_model}",
+            f"++vae.audio_model={audio_model}",
             "num_workers=0",
             "device=cpu",
             "dtype=float16",
@@ -272,14 +314,15 @@ def test_cli_run_with_hydra_config(shards, tmp_path):
     assert (
         latent["mode"] == "sample" and not latent["normalized"] and not latent["has_audio"]
     )  # raw by default
+    with pytest.raises(ValueError, match="allowed_targets is gone"):  # a prefix allowlist is not honoured
+        run(
+            compose("latents", [f"shards={shards[0]}", f"out_dir={tmp_path}", "+vae.allowed_targets=[sora.]"])
+        )
 
 
-def test_real_video_vae_if_available(shards, tmp_path):
-    video_vae = pytest.importorskip("sora.models.video_vae")
-    vae = video_vae.CausalVideoVAE(
-        latent_channels=4, base_channels=8, channel_mult=(1, 1, 1, 1), num_res_blocks=1
-    )
-    text = pytest.importorskip("sora.models.text").ByteTextEncoder(dim=32, depth=1)  # trainable: not stored
+def test_real_video_vae(shards, tmp_path):
+    vae = CausalVideoVAE(latent_channels=4, base_channels=8, channel_mult=(1, 1, 1, 1), num_res_blocks=1)
+    text = ByteTextEncoder(dim=32, depth=1)  # trainable: not stored
     report = encode_shards(
         vae, TinyAudioVAE(), shards[1], tmp_path, text_encoder=text, buckets=BUCKETS, batch_size=2
     )
@@ -294,8 +337,11 @@ def test_real_video_vae_if_available(shards, tmp_path):
 def _vae_checkpoint(path: Path, module: nn.Module, ema_shift: float = 0.0) -> Path:
     """What a VAE training run (sora.training.vae_module) writes: hparams, state_dict, EMA weights."""
     state = {k: v.clone() for k, v in module.state_dict().items()}
-    ema = {k: v + ema_shift if k.startswith("vae.") and "latent_std" not in k else v for k, v in state.items()
-           if k.startswith("vae.")}
+    ema = {
+        k: v + ema_shift if k.startswith("vae.") and "latent_std" not in k else v
+        for k, v in state.items()
+        if k.startswith("vae.")
+    }
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state, "ema_state_dict": ema}, path)
     return path
 
@@ -305,18 +351,39 @@ def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
 
     # Constructor arguments live only in the checkpoints: the CLI's default video_model / audio_model
     # (full-size networks) would not even accept these weights.
-    video_cfg = {"_target_": "sora.models.video_vae.CausalVideoVAE", "latent_channels": 4, "base_channels": 4,
-                 "channel_mult": [1, 2, 2], "num_res_blocks": 1, "patch_size": 2}
-    audio_cfg = {"_target_": "sora.models.audio_vae.AudioVAE", "latent_channels": 4, "base_channels": 8,
-                 "channel_mult": [1, 1, 1], "num_res_blocks": 1}
+    video_cfg = {
+        "_target_": "sora.models.video_vae.CausalVideoVAE",
+        "latent_channels": 4,
+        "base_channels": 4,
+        "channel_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "patch_size": 2,
+    }
+    audio_cfg = {
+        "_target_": "sora.models.audio_vae.AudioVAE",
+        "latent_channels": 4,
+        "base_channels": 8,
+        "channel_mult": [1, 1, 1],
+        "num_res_blocks": 1,
+    }
     torch.manual_seed(0)
     video, audio = VideoVAEModule(vae=video_cfg), AudioVAEModule(vae=audio_cfg)
     video.vae.set_latent_stats(torch.arange(4.0), torch.full((4,), 2.0))
     v_ckpt = _vae_checkpoint(tmp_path / "video.ckpt", video, ema_shift=0.01)
     a_ckpt = _vae_checkpoint(tmp_path / "audio.ckpt", audio)
-    cfg = compose("latents", [f"shards={shards[1]}", f"out_dir={tmp_path / 'out'}", f"vae.video={v_ckpt}",
-                              f"vae.audio={a_ckpt}", "num_workers=0", "device=cpu", "normalize=true",
-                              "buckets={64px: [17, 9]}"])
+    cfg = compose(
+        "latents",
+        [
+            f"shards={shards[1]}",
+            f"out_dir={tmp_path / 'out'}",
+            f"vae.video={v_ckpt}",
+            f"vae.audio={a_ckpt}",
+            "num_workers=0",
+            "device=cpu",
+            "normalize=true",
+            "buckets={64px: [17, 9]}",
+        ],
+    )
     report = run(cfg)
     assert report["samples_written"] == 2
     sample = _read(tmp_path / "out" / "shard-000000.tar")["short1"]
@@ -324,10 +391,18 @@ def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
     assert lat.shape == (4, 3, 8, 8) and np.load(io.BytesIO(sample["audio_latent.npy"])).shape[0] == 4
     # the EMA weights and the checkpoint's latent statistics were used
     ema_vae = VideoVAEModule(vae=video_cfg).vae
-    ema_vae.load_state_dict({k[4:]: v for k, v in torch.load(v_ckpt, weights_only=True)["ema_state_dict"].items()})
+    ema_vae.load_state_dict(
+        {k[4:]: v for k, v in torch.load(v_ckpt, weights_only=True)["ema_state_dict"].items()}
+    )
     spec = BucketSpec({"64px": {17: [1.0, 1], 9: [1.0, 1]}})
-    _, item = decode_av_sample({**_clip(12), "__key__": "short1"}, spec, fps=24.0, sample_rate=SR, train=False,
-                               rng=np.random.default_rng(0))
+    _, item = decode_av_sample(
+        {**_clip(12), "__key__": "short1"},
+        spec,
+        fps=24.0,
+        sample_rate=SR,
+        train=False,
+        rng=np.random.default_rng(0),
+    )
     with torch.no_grad():
         expected = ema_vae.normalize_latents(ema_vae.encode(item["video"][None]).mean)[0]
     np.testing.assert_allclose(lat, expected.numpy(), atol=1e-4)
@@ -335,3 +410,34 @@ def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
     bad = compose("latents", [f"shards={shards[1]}", f"out_dir={tmp_path / 'bad'}", f"vae.video={a_ckpt}"])
     with pytest.raises(ValueError, match="not a video VAE"):
         run(bad)
+
+
+def test_encoding_twice_gives_the_same_bytes(shards, tmp_path):
+    # before: every member carried the current time, so no two runs wrote the same shard
+    torch.manual_seed(0)
+    vae, audio_vae = TinyVideoVAE(), TinyAudioVAE()
+    kw = {"buckets": BUCKETS, "batch_size": 2, "mode": "sample", "seed": 3}
+    encode_shards(vae, audio_vae, shards, tmp_path / "a", num_workers=2, **kw)
+    time.sleep(1.1)  # a timestamp in the tar would now differ by a second
+    encode_shards(vae, audio_vae, shards, tmp_path / "b", num_workers=0, **kw)
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_damaged_input_shard_is_read_past_and_its_losses_reported(tmp_path, caplog):
+    # before: a corrupt tar header silently ended the shard: 6 of 17 samples lost, nothing counted
+    clip = _clip(12)
+    path = Path(_write(tmp_path / "in.tar", [(f"c{i:02d}", clip) for i in range(17)]))
+    with tarfile.open(path) as tar:
+        offset = next(m.offset for m in tar.getmembers() if m.name == "c11.json")
+    data = bytearray(path.read_bytes())
+    data[offset + 100 : offset + 108] = b"garbage!"  # the header checksum no longer matches
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        report = encode_shards(TinyVideoVAE(), TinyAudioVAE(), str(path), tmp_path / "out", buckets=BUCKETS)
+    assert report["samples_written"] == 16 and report["skipped"] == {"corrupt_tar": 1}
+    assert [(x["reason"], x["where"]) for x in report["losses"]] == [("corrupt_tar", f"{path}:c11")]
+    on_disk = json.loads((tmp_path / "out" / "latents_report.json").read_text())
+    assert on_disk["skipped"] == {"corrupt_tar": 1} and on_disk["losses"] == report["losses"]
+    assert sorted(_read(tmp_path / "out" / "shard-000000.tar")) == [f"c{i:02d}" for i in range(17) if i != 11]
+    assert any("could not be encoded" in r.getMessage() for r in caplog.records)
