@@ -333,11 +333,14 @@ class ShardStream(IterableDataset):
         self.train, self.shuffle_buffer, self.shard_shuffle = train, int(shuffle_buffer), shard_shuffle
         self.resampled, self.epoch_samples, self.drop_partial = resampled, epoch_samples, drop_partial
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.epoch, self.resume = 0, {}
+        self.epoch, self.resume, self.worker_offset = 0, {}, 0
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
+        # The loader takes batches from its workers in turn, from process 0: on resume process i plays worker
+        # (i + worker_offset) % n, so the turn continues with the worker after the last one consumed.
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self.worker_offset) % workers
         skip = int(self.resume.get((self.rank, worker), 0))
         return self._batches(self.epoch, worker, workers, skip)
 
@@ -443,12 +446,13 @@ class StreamProgress:
     yielded: int = 0
     consumed: int = 0
     exhausted: bool = False
+    next_worker: int = 0  # the worker whose batch comes next (after the last consumed batch's worker)
 
     def start_iteration(self) -> tuple[int, dict]:
         if self.resume_pending:
             self.resume_pending = False
         elif self.started:
-            self.epoch, self.positions = self.epoch + 1, {}
+            self.epoch, self.positions, self.next_worker = self.epoch + 1, {}, 0
         self.started, self.yielded, self.consumed, self.exhausted = True, 0, 0, False
         return self.epoch, dict(self.positions)
 
@@ -466,6 +470,7 @@ class StreamProgress:
         if not train:  # validation: counts only, nothing to resume
             return batch
         self.positions[(stats["rank"], stats["worker"])] = stats["position"]
+        self.next_worker = stats["worker"] + 1
         self.samples_consumed += len(batch["caption"])
         self.consumed += 1
         return batch
@@ -496,6 +501,7 @@ class StreamLoader(DataLoader):
         epoch, resume = self.progress.start_iteration()
         if self.train:  # validation always reads epoch 0: the same windows every time
             self.dataset.epoch, self.dataset.resume = epoch, resume
+            self.dataset.worker_offset = self.progress.next_worker % max(1, self.num_workers)
         return self._recorded(super().__iter__(), self.progress)
 
     def _recorded(self, it: Iterator[dict], p: StreamProgress) -> Iterator[dict]:
@@ -632,6 +638,7 @@ class StreamingDataModule(L.LightningDataModule):
             "rank": rank,
             "epoch": p.epoch + 1 if done else p.epoch,
             "positions": positions,
+            "next_worker": 0 if done else p.next_worker,
             "samples_consumed": p.samples_consumed,
             "skipped": dict(p.skipped),
             "filtered": p.filtered,
@@ -663,6 +670,7 @@ class StreamingDataModule(L.LightningDataModule):
             positions = {(rank, w): each for w in range(max(1, self.num_workers))} if each else {}
         p = self.progress
         p.epoch, p.positions = int(mine["epoch"]), positions
+        p.next_worker = int(mine.get("next_worker", 0)) if same else 0
         p.samples_consumed = int(mine["samples_consumed"])
         p.skipped, p.filtered = Counter(mine["skipped"]), int(mine["filtered"])
         p.resume_pending, p.started = True, True
