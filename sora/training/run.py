@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config import CONF_DIR, save_resolved_config
-from sora.training.resume import RandomState, resolve_ckpt_path
+from sora.training.resume import RandomState, checkpoint_step, resolve_ckpt_path
 
 
 def available_experiments() -> list[str]:
@@ -57,7 +57,7 @@ def log_to_file(path: Path) -> Iterator[None]:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint path and final metrics."""
+    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint and final metrics."""
     if cfg.get("module") is None:
         names = ", ".join(available_experiments()) or "(none yet)"
         raise ValueError(f"no training module selected: pass experiment=<name>; available: {names}")
@@ -82,8 +82,10 @@ def _fit(cfg: DictConfig, out_dir: Path) -> dict:
     ckpt_path = resolve_ckpt_path(cfg.get("resume"), cfg.get("ckpt_path"), out_dir / "checkpoints")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    # ModelCheckpoint writes last.ckpt at its save steps only: the final state goes there unless it already
+    # holds this step (on every rank: the save gathers each rank's data position).
     last = out_dir / "checkpoints" / "last.ckpt"
-    if trainer.is_global_zero and not last.exists():
+    if not last.exists() or checkpoint_step(last) != trainer.global_step:
         trainer.save_checkpoint(last)
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
