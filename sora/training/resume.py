@@ -151,14 +151,15 @@ class PreemptionCheckpoint(Checkpoint):
     the ranks agree on the signal each step (one boolean all-reduce) and save together. End-of-training work
     (latent statistics, sample videos) is skipped: the run is not finished. Lightning's own SIGTERM handler
     stays installed; its SLURM SIGUSR1 handler (a checkpoint written from inside the signal handler,
-    mid-step) is not installed when this callback already handles SIGUSR1.
+    mid-step, then a requeue) is replaced while training: requeue from the job script, or let SLURM's
+    preemption requeue, and run the same command with ``resume=auto``.
     """
 
     def __init__(self, dirpath: str, signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1")) -> None:
         self.dirpath = Path(dirpath)
         self.signals = []
         for name in signals:
-            if not hasattr(signal, str(name)):
+            if str(name) not in signal.Signals.__members__:
                 raise ValueError(f"preemption.signals: unknown signal {name!r} (e.g. SIGTERM, SIGUSR1)")
             self.signals.append(signal.Signals[str(name)])
         self.received: int | None = None
@@ -171,18 +172,18 @@ class PreemptionCheckpoint(Checkpoint):
         if callable(previous):
             previous(signum, frame)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Install the handlers, after Lightning installed its own (``Trainer.fit`` puts back the handlers of
+        before the fit when it ends, normally or not). SIGTERM also goes on to Lightning's handler (it stops
+        the loop at the step end and forwards the signal to DDP worker processes); SIGUSR1 is ours alone."""
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("preemption: not in the main thread, signal handlers not installed")
             return
+        self.received, self._saved_step, self._previous = None, None, {}
         for sig in self.signals:
-            self._previous[sig] = signal.getsignal(sig)
+            if sig == signal.SIGTERM:
+                self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handler)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sig, previous in self._previous.items():
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         stop = self.received is not None

@@ -83,9 +83,10 @@ def _fit(cfg: DictConfig, out_dir: Path) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     # ModelCheckpoint writes last.ckpt at its save steps only: the final state goes there unless it already
-    # holds this step (on every rank: the save gathers each rank's data position).
+    # holds this step. Rank 0 decides, every rank saves (the save gathers each rank's data position).
     last = out_dir / "checkpoints" / "last.ckpt"
-    if not last.exists() or checkpoint_step(last) != trainer.global_step:
+    stale = trainer.is_global_zero and (not last.exists() or checkpoint_step(last) != trainer.global_step)
+    if trainer.strategy.broadcast(stale, src=0):
         trainer.save_checkpoint(last)
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
