@@ -23,9 +23,9 @@ Resume: ``state_dict()`` holds the epoch, the samples consumed, and per rank and
 samples pulled from the seeded (deterministic) shuffled stream up to the last consumed batch; on resume each
 worker skips that many raw samples without decoding them. Exactly reproduced with the same shards, seed,
 world size and ``num_workers``: shard order, shuffle buffer order, windows and crops (seeded by stream
-position), hence every later batch. Not reproduced: samples that sat in a not-yet-full bucket at checkpoint
-time are not replayed (at most ``sum(batch_size - 1)`` per worker); with another world size or worker count
-the skip is spread evenly over the new workers (approximate).
+position), the samples that sat in a not-yet-full bucket at checkpoint time (their stream positions are saved
+and they are decoded again), whose turn it is among the workers, hence every later batch. Not reproduced:
+with another world size or worker count the skip is spread evenly over the new workers (approximate).
 
 Multi-GPU: bucketing makes the number of batches per rank data-dependent, so a finite epoch can leave one rank
 waiting for another at the end; use ``resampled=True`` (infinite, ``epoch_samples`` only for bookkeeping) and
@@ -333,7 +333,7 @@ class ShardStream(IterableDataset):
         self.train, self.shuffle_buffer, self.shard_shuffle = train, int(shuffle_buffer), shard_shuffle
         self.resampled, self.epoch_samples, self.drop_partial = resampled, epoch_samples, drop_partial
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.epoch, self.resume, self.worker_offset = 0, {}, 0
+        self.epoch, self.resume, self.replay, self.worker_offset = 0, {}, {}, 0
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -342,7 +342,7 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         worker = (worker + self.worker_offset) % workers
         skip = int(self.resume.get((self.rank, worker), 0))
-        return self._batches(self.epoch, worker, workers, skip)
+        return self._batches(self.epoch, worker, workers, skip, set(self.replay.get((self.rank, worker), ())))
 
     def _shards(self, epoch: int, consumer: int, consumers: int) -> tuple[Iterator[str], int, int]:
         """This consumer's shard urls, and (stride, offset) of the sample-level split when shards are few."""
@@ -356,7 +356,11 @@ class ShardStream(IterableDataset):
             return iter(urls), consumers, consumer
         return islice(urls, consumer, None, consumers), 1, 0
 
-    def _batches(self, epoch: int, worker: int, workers: int, skip: int) -> Iterator[dict]:
+    def _batches(
+        self, epoch: int, worker: int, workers: int, skip: int, replay: set[int] = frozenset()
+    ) -> Iterator[dict]:
+        """``skip``: raw samples consumed before a resume, not decoded again except ``replay`` (the stream
+        positions of the samples that waited in a not-yet-full bucket)."""
         consumer, consumers = self.rank * workers + worker, self.world_size * workers
         urls, stride, offset = self._shards(epoch, consumer, consumers)
         skipped: Counter = Counter()
@@ -373,12 +377,13 @@ class ShardStream(IterableDataset):
         samples = self._shuffle(samples, random.Random(f"{self.seed}/{epoch}/{consumer}/shuffle"))
         quota = None if self.epoch_samples is None else math.ceil(self.epoch_samples / workers)  # per rank
         pending: dict[Hashable, list[dict]] = defaultdict(list)
+        waiting: dict[Hashable, list[int]] = defaultdict(list)  # stream positions of the pending items
         position = 0
         for sample in samples:
             if quota is not None and position >= quota:
                 break
             position += 1
-            if position <= skip:
+            if position <= skip and position not in replay:
                 continue  # consumed before the checkpoint: not decoded again
             rng = np.random.default_rng([self.seed, epoch, consumer, position])
             try:
@@ -392,18 +397,28 @@ class ShardStream(IterableDataset):
                 log.warning("skipping %s in %s: %s", sample.get("__key__"), sample.get("__url__"), exc)
                 continue
             pending[key].append(item)
+            waiting[key].append(position)
             if len(pending[key]) >= self.batch_size(key):
-                yield self._emit(pending.pop(key), worker, epoch, position, skipped, filtered)
+                waiting.pop(key)
+                yield self._emit(pending.pop(key), worker, epoch, position, skipped, filtered, waiting)
                 skipped, filtered = Counter(), 0
         if not self.drop_partial:
             for key in list(pending):
-                yield self._emit(pending.pop(key), worker, epoch, position, skipped, filtered)
+                waiting.pop(key)
+                yield self._emit(pending.pop(key), worker, epoch, position, skipped, filtered, waiting)
                 skipped, filtered = Counter(), 0
         if skipped or filtered:  # counts after the last batch: absorbed by StreamLoader, never reach a model
             yield {"_stats": {"stats_only": True, "skipped": dict(skipped), "filtered": filtered}}
 
     def _emit(
-        self, items: list[dict], worker: int, epoch: int, position: int, skipped: Counter, filtered: int
+        self,
+        items: list[dict],
+        worker: int,
+        epoch: int,
+        position: int,
+        skipped: Counter,
+        filtered: int,
+        waiting: Mapping[Hashable, list[int]],
     ) -> dict:
         batch = self.collate(items)
         batch["_stats"] = {
@@ -411,6 +426,7 @@ class ShardStream(IterableDataset):
             "worker": worker,
             "epoch": epoch,
             "position": position,
+            "waiting": sorted(p for positions in waiting.values() for p in positions),
             "skipped": dict(skipped),
             "filtered": filtered,
         }
@@ -438,6 +454,7 @@ class StreamProgress:
 
     epoch: int = 0
     positions: dict = field(default_factory=dict)  # {(rank, worker): raw samples pulled by the last batch}
+    waiting: dict = field(default_factory=dict)  # {(rank, worker): stream positions in not-yet-full buckets}
     samples_consumed: int = 0
     skipped: Counter = field(default_factory=Counter)
     filtered: int = 0
@@ -452,7 +469,7 @@ class StreamProgress:
         if self.resume_pending:
             self.resume_pending = False
         elif self.started:
-            self.epoch, self.positions, self.next_worker = self.epoch + 1, {}, 0
+            self.epoch, self.positions, self.waiting, self.next_worker = self.epoch + 1, {}, {}, 0
         self.started, self.yielded, self.consumed, self.exhausted = True, 0, 0, False
         return self.epoch, dict(self.positions)
 
@@ -470,6 +487,7 @@ class StreamProgress:
         if not train:  # validation: counts only, nothing to resume
             return batch
         self.positions[(stats["rank"], stats["worker"])] = stats["position"]
+        self.waiting[(stats["rank"], stats["worker"])] = list(stats.get("waiting", []))
         self.next_worker = stats["worker"] + 1
         self.samples_consumed += len(batch["caption"])
         self.consumed += 1
@@ -501,6 +519,7 @@ class StreamLoader(DataLoader):
         epoch, resume = self.progress.start_iteration()
         if self.train:  # validation always reads epoch 0: the same windows every time
             self.dataset.epoch, self.dataset.resume = epoch, resume
+            self.dataset.replay = dict(self.progress.waiting)
             self.dataset.worker_offset = self.progress.next_worker % max(1, self.num_workers)
         return self._recorded(super().__iter__(), self.progress)
 
@@ -639,6 +658,7 @@ class StreamingDataModule(L.LightningDataModule):
             "epoch": p.epoch + 1 if done else p.epoch,
             "positions": positions,
             "next_worker": 0 if done else p.next_worker,
+            "waiting": [] if done else [[r, w, list(n)] for (r, w), n in sorted(p.waiting.items()) if n],
             "samples_consumed": p.samples_consumed,
             "skipped": dict(p.skipped),
             "filtered": p.filtered,
@@ -671,6 +691,8 @@ class StreamingDataModule(L.LightningDataModule):
         p = self.progress
         p.epoch, p.positions = int(mine["epoch"]), positions
         p.next_worker = int(mine.get("next_worker", 0)) if same else 0
+        waiting = {(r, w): list(n) for s in state["ranks"] for r, w, n in s.get("waiting", [])}
+        p.waiting = waiting if same else {}
         p.samples_consumed = int(mine["samples_consumed"])
         p.skipped, p.filtered = Counter(mine["skipped"]), int(mine["filtered"])
         p.resume_pending, p.started = True, True
