@@ -4,9 +4,9 @@ Resume: ``state_dict()`` holds the epoch, the samples consumed, and per rank and
 samples pulled from the seeded (deterministic) shuffled stream up to the last consumed batch; on resume each
 worker skips that many raw samples without decoding them. Exactly reproduced with the same shards, seed,
 world size and ``num_workers``: shard order, shuffle buffer order, windows and crops (seeded by stream
-position), hence every later batch. Not reproduced: samples that sat in a not-yet-full bucket at checkpoint
-time are not replayed (at most ``sum(batch_size - 1)`` per worker); with another world size or worker count
-the skip is spread evenly over the new workers (approximate).
+position), the samples that sat in a not-yet-full bucket at checkpoint time (their stream positions are saved
+and they are decoded again), whose turn it is among the workers, hence every later batch. Not reproduced:
+with another world size or worker count the skip is spread evenly over the new workers (approximate).
 
 Multi-GPU: bucketing makes the number of batches per rank data-dependent, so a finite epoch can leave one rank
 waiting for another at the end; use ``resampled=True`` (infinite, ``epoch_samples`` only for bookkeeping) and
@@ -151,6 +151,8 @@ class StreamingDataModule(L.LightningDataModule):
             "rank": rank,
             "epoch": p.epoch + 1 if done else p.epoch,
             "positions": positions,
+            "next_worker": 0 if done else p.next_worker,
+            "waiting": [] if done else [[r, w, list(n)] for (r, w), n in sorted(p.waiting.items()) if n],
             "samples_consumed": p.samples_consumed,
             "skipped": dict(p.skipped),
             "filtered": p.filtered,
@@ -182,6 +184,9 @@ class StreamingDataModule(L.LightningDataModule):
             positions = {(rank, w): each for w in range(max(1, self.num_workers))} if each else {}
         p = self.progress
         p.epoch, p.positions = int(mine["epoch"]), positions
+        p.next_worker = int(mine.get("next_worker", 0)) if same else 0
+        waiting = {(r, w): list(n) for s in state["ranks"] for r, w, n in s.get("waiting", [])}
+        p.waiting = waiting if same else {}
         p.samples_consumed = int(mine["samples_consumed"])
         p.skipped, p.filtered = Counter(mine["skipped"]), int(mine["filtered"])
         p.resume_pending, p.started = True, True

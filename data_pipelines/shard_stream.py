@@ -13,7 +13,7 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from itertools import islice
 
 import numpy as np
@@ -129,13 +129,16 @@ class ShardStream(IterableDataset):
         self.train, self.shuffle_buffer, self.shard_shuffle = train, int(shuffle_buffer), shard_shuffle
         self.resampled, self.epoch_samples, self.drop_partial = resampled, epoch_samples, drop_partial
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.epoch, self.resume = 0, {}
+        self.epoch, self.resume, self.replay, self.worker_offset = 0, {}, {}, 0
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
+        # The loader takes batches from its workers in turn, from process 0: on resume process i plays worker
+        # (i + worker_offset) % n, so the turn continues with the worker after the last one consumed.
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self.worker_offset) % workers
         skip = int(self.resume.get((self.rank, worker), 0))
-        return self._batches(self.epoch, worker, workers, skip)
+        return self._batches(self.epoch, worker, workers, skip, set(self.replay.get((self.rank, worker), ())))
 
     def _shards(self, epoch: int, consumer: int, consumers: int) -> tuple[Iterator[str], int, int]:
         """This consumer's shard urls, and (stride, offset) of the sample-level split when shards are few."""
@@ -149,7 +152,11 @@ class ShardStream(IterableDataset):
             return iter(urls), consumers, consumer
         return islice(urls, consumer, None, consumers), 1, 0
 
-    def _batches(self, epoch: int, worker: int, workers: int, skip: int) -> Iterator[dict]:
+    def _batches(
+        self, epoch: int, worker: int, workers: int, skip: int, replay: set[int] = frozenset()
+    ) -> Iterator[dict]:
+        """``skip``: raw samples consumed before a resume, not decoded again except ``replay`` (the stream
+        positions of the samples that waited in a not-yet-full bucket)."""
         consumer, consumers = self.rank * workers + worker, self.world_size * workers
         urls, stride, offset = self._shards(epoch, consumer, consumers)
         skips = SkipLog()
@@ -187,13 +194,14 @@ class ShardStream(IterableDataset):
         samples = self._shuffle(samples, random.Random(f"{self.seed}/{epoch}/{consumer}/shuffle"))
         quota = None if self.epoch_samples is None else math.ceil(self.epoch_samples / workers)  # per rank
         pending: dict[Hashable, list[dict]] = defaultdict(list)
+        waiting: dict[Hashable, list[int]] = defaultdict(list)  # stream positions of the pending items
         position = 0
         for sample in samples:
             if quota is not None and position >= quota:
                 break
             position += 1
             draw = sample.pop("__draw__", None)
-            if position <= skip:  # consumed before the checkpoint: not decoded again
+            if position <= skip and position not in replay:  # consumed before the checkpoint: not decoded
                 if watch is not None:
                     watch.decoded(draw, usable=True)
                 continue
@@ -217,19 +225,29 @@ class ShardStream(IterableDataset):
                     if not usable and watch.stalled():
                         raise stalled()
             pending[key].append(item)
+            waiting[key].append(position)
             if len(pending[key]) >= self.batch_size(key):
-                yield self._emit(pending.pop(key), worker, epoch, position, skips.take(), filtered)
+                waiting.pop(key)
+                yield self._emit(pending.pop(key), worker, epoch, position, skips.take(), filtered, waiting)
                 filtered = 0
         if not self.drop_partial:
             for key in list(pending):
-                yield self._emit(pending.pop(key), worker, epoch, position, skips.take(), filtered)
+                waiting.pop(key)
+                yield self._emit(pending.pop(key), worker, epoch, position, skips.take(), filtered, waiting)
                 filtered = 0
         skipped = skips.take()
         if skipped or filtered:  # counts after the last batch: absorbed by StreamLoader, never reach a model
             yield {"_stats": {"stats_only": True, "skipped": dict(skipped), "filtered": filtered}}
 
     def _emit(
-        self, items: list[dict], worker: int, epoch: int, position: int, skipped: Counter, filtered: int
+        self,
+        items: list[dict],
+        worker: int,
+        epoch: int,
+        position: int,
+        skipped: Counter,
+        filtered: int,
+        waiting: Mapping[Hashable, list[int]],
     ) -> dict:
         batch = self.collate(items)
         batch["_stats"] = {
@@ -237,6 +255,7 @@ class ShardStream(IterableDataset):
             "worker": worker,
             "epoch": epoch,
             "position": position,
+            "waiting": sorted(p for positions in waiting.values() for p in positions),
             "skipped": dict(skipped),
             "filtered": filtered,
         }

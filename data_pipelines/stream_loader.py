@@ -23,6 +23,7 @@ class StreamProgress:
 
     epoch: int = 0
     positions: dict = field(default_factory=dict)  # {(rank, worker): raw samples pulled by the last batch}
+    waiting: dict = field(default_factory=dict)  # {(rank, worker): stream positions in not-yet-full buckets}
     samples_consumed: int = 0
     skipped: Counter = field(default_factory=Counter)
     filtered: int = 0
@@ -31,12 +32,13 @@ class StreamProgress:
     yielded: int = 0
     consumed: int = 0
     exhausted: bool = False
+    next_worker: int = 0  # the worker whose batch comes next (after the last consumed batch's worker)
 
     def start_iteration(self) -> tuple[int, dict]:
         if self.resume_pending:
             self.resume_pending = False
         elif self.started:
-            self.epoch, self.positions = self.epoch + 1, {}
+            self.epoch, self.positions, self.waiting, self.next_worker = self.epoch + 1, {}, {}, 0
         self.started, self.yielded, self.consumed, self.exhausted = True, 0, 0, False
         return self.epoch, dict(self.positions)
 
@@ -54,6 +56,8 @@ class StreamProgress:
         if not train:  # validation: counts only, nothing to resume
             return batch
         self.positions[(stats["rank"], stats["worker"])] = stats["position"]
+        self.waiting[(stats["rank"], stats["worker"])] = list(stats.get("waiting", []))
+        self.next_worker = stats["worker"] + 1
         self.samples_consumed += len(batch["caption"])
         self.consumed += 1
         return batch
@@ -84,6 +88,8 @@ class StreamLoader(DataLoader):
         epoch, resume = self.progress.start_iteration()
         if self.train:  # validation always reads epoch 0: the same windows every time
             self.dataset.epoch, self.dataset.resume = epoch, resume
+            self.dataset.replay = dict(self.progress.waiting)
+            self.dataset.worker_offset = self.progress.next_worker % max(1, self.num_workers)
         return self._recorded(super().__iter__(), self.progress, epoch, resumed=bool(resume))
 
     def _recorded(self, it: Iterator[dict], p: StreamProgress, epoch: int, resumed: bool) -> Iterator[dict]:

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sora.config import CONF_DIR, save_resolved_config
+from sora.training.resume import RandomState, checkpoint_step, resolve_ckpt_path
 
 
 def available_experiments() -> list[str]:
@@ -20,9 +21,13 @@ def available_experiments() -> list[str]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Instantiate every callback node; a node set to null is dropped (``callbacks.ema=null``)."""
+    """Instantiate every callback node; a node set to null is dropped (``callbacks.ema=null``). Every run
+    also gets :class:`~sora.training.resume.RandomState` (per-batch random state: exact resume)."""
     nodes = cfg.get("callbacks") or {}
-    return [instantiate(node) for node in nodes.values() if node is not None]
+    callbacks = [instantiate(node) for node in nodes.values() if node is not None]
+    if not any(isinstance(c, RandomState) for c in callbacks):
+        callbacks.append(RandomState(cfg.seed))
+    return callbacks
 
 
 @contextlib.contextmanager
@@ -52,7 +57,7 @@ def log_to_file(path: Path) -> Iterator[None]:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint path and final metrics."""
+    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; returns the checkpoint and final metrics."""
     if cfg.get("module") is None:
         names = ", ".join(available_experiments()) or "(none yet)"
         raise ValueError(f"no training module selected: pass experiment=<name>; available: {names}")
@@ -74,10 +79,14 @@ def _fit(cfg: DictConfig, out_dir: Path) -> dict:
     if isinstance(strategy, dict):  # a strategy node (e.g. FSDP from sora.training.parallel)
         strategy = instantiate(strategy)
     trainer = instantiate(trainer_cfg, callbacks=build_callbacks(cfg), logger=logger, strategy=strategy)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg.get("resume"), cfg.get("ckpt_path"), out_dir / "checkpoints")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    # ModelCheckpoint writes last.ckpt at its save steps only: the final state goes there unless it already
+    # holds this step. Rank 0 decides, every rank saves (the save gathers each rank's data position).
     last = out_dir / "checkpoints" / "last.ckpt"
-    if trainer.is_global_zero and not last.exists():
+    stale = trainer.is_global_zero and (not last.exists() or checkpoint_step(last) != trainer.global_step)
+    if trainer.strategy.broadcast(stale, src=0):
         trainer.save_checkpoint(last)
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1

@@ -226,14 +226,32 @@ def test_resume_skips_consumed_samples(tmp_path, workers):
     resumed = _dm(urls, {"64px": {9: [1.0, 2]}}, **kw)
     resumed.load_state_dict(state)
     rest = [(_keys(b), b["meta"][0]["window_start"]) for b in resumed.train_dataloader()]
-    if workers == 0:
-        assert [_keys(b) for b in head] + [k for k, _ in rest] == [k for k, _ in full] and rest == full[3:]
-    else:  # worker order restarts at worker 0, but the set and each sample's window are the same
-        assert sorted(rest) == sorted(full[3:])
+    # the same batches in the same order: with 2 workers the turn continues with the worker after the last
+    # one consumed (3 batches: worker 1 comes next), not with worker 0
+    assert [_keys(b) for b in head] + [k for k, _ in rest] == [k for k, _ in full] and rest == full[3:]
     assert resumed.progress.samples_consumed == 12
     # an epoch that was fully consumed resumes at the next epoch, with nothing to skip
     state = resumed.state_dict()
     assert state["ranks"][0]["epoch"] == 1 and state["ranks"][0]["positions"] == []
+
+
+@pytest.mark.parametrize("workers, consumed", [(0, 2), (2, 3)])
+def test_resume_replays_samples_waiting_in_a_bucket(tmp_path, workers, consumed):
+    """Two buckets (17 frames kept with probability 0.5, else 9): at a checkpoint some clips wait in a bucket
+    that is not full yet; the resumed stream decodes them again from their saved stream positions."""
+    urls = _resume_shards(tmp_path)
+    buckets = {"64px": {17: [0.5, 2], 9: [1.0, 2]}}
+    kw = {"num_workers": workers, "shuffle_buffer": 3, "seed": 7}
+    full = [(_keys(b), b["meta"][0]["window_start"]) for b in _dm(urls, buckets, **kw).train_dataloader()]
+    dm = _dm(urls, buckets, **kw)
+    it = iter(dm.train_dataloader())
+    head = [(_keys(b), b["meta"][0]["window_start"]) for b in (next(it) for _ in range(consumed))]
+    state = dm.state_dict()
+    assert state["ranks"][0]["waiting"], "a clip waits in a bucket at the checkpoint (else the test is moot)"
+    resumed = _dm(urls, buckets, **kw)
+    resumed.load_state_dict(state)
+    rest = [(_keys(b), b["meta"][0]["window_start"]) for b in resumed.train_dataloader()]
+    assert head + rest == full
 
 
 def test_resampled_epoch_length_and_pipe_urls(tmp_path):
