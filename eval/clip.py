@@ -72,6 +72,9 @@ class EvalClip:
         prompt: the text the clip was generated from (or its caption).
         meta: synthetic-world ground-truth metadata (``data_pipelines.synthetic`` schema) or ``None``.
         reference: the clip this one should reproduce (reconstruction, Physics-IQ), or ``None``.
+        given_frames: how many leading frames were given to the generator as conditioning (1 for
+            image-to-video, the context length for extension, 0 otherwise); metrics that judge what the model
+            made look at the frames after them.
     """
 
     video: np.ndarray
@@ -81,12 +84,18 @@ class EvalClip:
     prompt: str = ""
     meta: dict | None = None
     reference: EvalClip | None = None
+    given_frames: int = 0
 
     def __post_init__(self) -> None:
         self.video = as_uint8_video(self.video)
         self.audio = as_mono_audio(self.audio)
         if not self.fps > 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
+        if not 0 <= self.given_frames <= self.video.shape[0]:
+            raise ValueError(
+                f"given_frames must be in [0, {self.video.shape[0]}] (the clip's frames), "
+                f"got {self.given_frames}"
+            )
 
     @classmethod
     def from_media(cls, media: Media, prompt: str = "", meta: dict | None = None) -> EvalClip:
