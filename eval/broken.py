@@ -10,8 +10,8 @@ exactly the ground truth's look (anti-aliasing, backdrop) and differs only in th
 | name | defect | metrics that must notice |
 |---|---|---|
 | ``frozen`` | the first frame repeated for the whole clip (sound kept) | dynamic_degree, sync_f1 |
-| ``blank`` | every frame black (sound kept) | detection_rate, persistence, dynamic_degree |
-| ``objects_removed`` | the scene re-rendered without its objects (sound kept) | detection_rate, colour_accuracy |
+| ``blank`` | every frame black (sound kept) | detection_rate, persistence, dynamic |
+| ``objects_removed`` | the scene re-rendered without its objects (sound kept) | detection, colour_accuracy |
 | ``audio_silenced`` | sound replaced by silence (same length) | sync_f1, loudness |
 | ``mirrored`` | frames flipped left/right | left_right_accuracy, physics_gt |
 | ``teleported`` | one object jumps 40 % of the width to free space for 3 frames | teleports, persistence |

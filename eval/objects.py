@@ -20,8 +20,8 @@ Shape (ours): per frame, ``fill`` is the mask's area over the area of its minimu
 the median ``fill`` is at least :data:`BOX_FILL` (0.86) or its roundness is below :data:`BOX_ROUNDNESS`
 (0.67), else a circle. On the world's clips after H.264 this separates every box from every disc whose
 equivalent radius is at least :data:`MIN_SHAPE_RADIUS_PX` (4 px: discs fill 0.71-0.83 with roundness >= 0.68;
-boxes fill >= 0.77 with roundness <= 0.65 below a fill of 0.86); smaller objects (the world's small size, 3 px)
-are pixel blobs whose shape cannot be told, and only their colour is judged.
+boxes fill >= 0.77 with roundness <= 0.65 below a fill of 0.86); smaller objects (the world's small size,
+3 px) are pixel blobs whose shape cannot be told, and only their colour is judged.
 """
 
 from __future__ import annotations

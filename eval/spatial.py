@@ -355,7 +355,11 @@ def spatial_adherence(
         for rel in dict.fromkeys(relations)  # a relation stated twice counts once
     }
     out: dict[str, float] = {}
-    for prefix, kinds in (("spatial", HORIZONTAL + VERTICAL), ("left_right", HORIZONTAL), ("vertical", VERTICAL)):
+    for prefix, kinds in (
+        ("spatial", HORIZONTAL + VERTICAL),
+        ("left_right", HORIZONTAL),
+        ("vertical", VERTICAL),
+    ):
         group = [v for rel, v in judged.items() if rel.relation in kinds]
         if not group:
             continue
