@@ -208,7 +208,7 @@ def load_clip(folder: str | Path, row: dict, fmt: dict, truth: EvalClip) -> tupl
         prompt=str(row.get("prompt", truth.prompt)),
         meta=truth.meta,
         reference=truth,
-        given_frames=int(row.get("given_frames", 0)),
+        given_frames=min(int(row.get("given_frames", 0)), n - 1),
     )
     return clip, notes
 

@@ -116,9 +116,7 @@ def score_clip(
 def _round_trip(clip: EvalClip, enabled: bool) -> EvalClip:
     from eval.broken import compressed
 
-    if not enabled:
-        return clip
-    return dataclasses.replace(compressed(clip), given_frames=clip.given_frames)
+    return compressed(clip) if enabled else clip  # keeps given_frames and the reference
 
 
 def _failure_table(records: list[dict]) -> dict:
@@ -309,7 +307,7 @@ class _Runner:
             prompt=req.prompt,
             meta=scene.truth.meta,
             reference=truth,
-            given_frames=min(given_frames(mode, int(s.context_frames)), out.video.shape[0]),
+            given_frames=min(given_frames(mode, int(s.context_frames)), out.video.shape[0] - 1),
         )
         self._record(scene, group, mode, _round_trip(clip, self.round_trip), stem, shown, sample)
 
