@@ -255,6 +255,9 @@ def test_baseline_and_other_modes(checkpoint, tmp_path):
     video_a, video_b = (media.read_media(tmp_path / c["video"]) for c in (a, b))
     assert np.array_equal(video_a.video, video_b.video) and np.array_equal(video_a.audio, video_b.audio)
     assert a["metrics"] == b["metrics"] and a["metrics"]
+    # paired against the baseline scene by scene: identical clips tie on every number
+    duel = saved["paired"]["generated/t2av"]["baseline/t2av"]
+    assert all(c["win_rate"] == 0.5 for c in duel.values() if c["n"]) and duel["persistence"]["n"] == 1
 
 
 def test_unknown_metric_is_a_clear_error(tmp_path):
@@ -287,4 +290,6 @@ def test_cli_prints_where_the_report_is(tmp_path):
     assert re.search(r"report: .*report\.html", proc.stdout.replace("\n", ""))
     results = json.loads((out / "results.json").read_text())
     assert results["format"]["num_frames"] == 9 and (out / "config.yaml").is_file()
-    assert np.isclose(results["summary"]["ground_truth"]["spatial_accuracy"], 1.0)
+    gt = results["summary"]["ground_truth"]
+    assert gt["clips"] == 1 and gt["left_right_accuracy_n"] + gt["left_right_accuracy_undefined"] == 1
+    assert "95% intervals" in proc.stdout and "n=1" in proc.stdout
