@@ -20,7 +20,7 @@ from sora import media
 from sora.config import compose
 
 SCENES = ["suite.num_scenes=2", "suite.families=[fall,collide]", "suite.num_frames=9"]
-METRICS = ["suite.metrics=[physics_gt,persistence,onset_sync]", "suite.broken=[mirrored]"]
+METRICS = ["suite.metrics=[physics_gt,objects,persistence,onset_sync]", "suite.broken=[mirrored]"]
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +80,16 @@ def test_clips_dir_scores_the_ground_truth_like_the_ground_truth(prompts_dir, tm
     summary = results["summary"]
     assert {f"generated/{m}" for m in ("t2av", "i2v", "extend", "v2a", "a2v", "remix")} <= set(summary)
     gt = summary["ground_truth"]
-    for mode in ("t2av", "i2v", "remix"):
+    for mode in ("t2av", "v2a", "a2v", "remix"):  # nothing given: judged on every frame, like the truth
         row = summary[f"generated/{mode}"]
         assert row["clips"] == 2 and row["clips_failed"] == 0
         for name in ("pos_err_px", "persistence", "detection_rate", "onset_f1"):
             assert row[name] == pytest.approx(gt[name], abs=1e-6), (mode, name)
             assert row[f"{name}_n"] == gt[f"{name}_n"]
+    # i2v/extend: the truth again, judged on the frames after the conditioning ones
+    for mode in ("i2v", "extend"):
+        row = summary[f"generated/{mode}"]
+        assert row["pos_err_px"] == pytest.approx(gt["pos_err_px"], abs=0.1) and row["persistence"] == 1.0
     assert summary["broken/mirrored"]["pos_err_px"] > gt["pos_err_px"] + 5
     clips = {c["id"]: c for c in results["clips"]}
     assert clips["scene000/generated/i2v"]["given_frames"] == 1
