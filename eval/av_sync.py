@@ -24,7 +24,7 @@
   ``onset_abs_offset_s`` (mean |audio - contact| over matches, ``[0, 1/fps]``, lower is better; the tolerance
   when nothing matches, 0 for a silent clip without contacts) and ``onset_offset_s`` (:func:`estimate_offset`:
   the constant lag of the sound behind the picture that best explains the onsets, positive = sound late;
-  ``[-0.5, 0.5]`` s, 0 is best, NaN without onsets or contacts). It never looks at the video: it is the
+  ``[-0.5, 0.5]`` s, 0 is best; absent from ``onset_sync`` without onsets or contacts). It never looks at the video: it is the
   agreement of the sound with the ground-truth timeline, not audio-video sync of the clip.
 * ``sync`` — ours, real audio-video sync of the clip itself, no ground truth needed: contact events are
   detected FROM THE VIDEO (:func:`video_impacts`: the colour tracker's objects, a velocity component that
@@ -240,7 +240,10 @@ def onset_sync(clip: EvalClip) -> dict[str, float]:
     audio = clip.require_audio("onset_sync")
     if "contacts" not in meta:
         raise MissingInput("onset_sync needs meta['contacts']")
-    return onset_scores(audio_onsets(audio, clip.sample_rate), contact_times(meta), clip.fps)
+    scores = onset_scores(audio_onsets(audio, clip.sample_rate), contact_times(meta), clip.fps)
+    if np.isnan(scores["onset_offset_s"]):  # no lag explains anything: absent, not NaN
+        del scores["onset_offset_s"]
+    return scores
 
 
 def _merge(times: np.ndarray, within: float = MERGE_CONTACTS_S) -> np.ndarray:

@@ -10,7 +10,13 @@ import pytest
 
 from eval.broken import blank, frozen, shuffled
 from eval.clip import EvalClip
-from eval.motion import dynamic_scores, motion_metrics, motion_smoothness_score, peak_flow
+from eval.motion import (
+    dynamic_scores,
+    interpolate_middle,
+    motion_metrics,
+    motion_smoothness_score,
+    peak_flow,
+)
 
 MOVING = ("fall_0", "fall_1", "throw_0", "throw_1", "slide_0", "collide_0", "collide_1")
 
@@ -44,6 +50,13 @@ def test_a_square_moving_steadily_is_dynamic_and_smooth():
     assert result["dynamic_degree"] == 1.0 and result["motion_smoothness"] > 0.99
     still = motion_metrics(EvalClip(np.repeat(video[:1], 24, axis=0), 24.0))
     assert still["dynamic_degree"] == 0.0 and still["motion_smoothness"] == 1.0
+
+
+def test_interpolation_follows_the_motion():
+    video = _moving_square(3.0)  # 6 px between the two neighbours
+    middle = interpolate_middle(video[4], video[6])
+    assert np.abs(middle - video[5]).mean() < 0.05  # a plain blend of the neighbours is off by ~1.5
+    assert np.abs((video[4].astype(np.float32) + video[6]) / 2 - video[5]).mean() > 1.0
 
 
 def test_ground_truth_moves_and_frozen_or_blank_clips_do_not(world, world_mp4):
