@@ -33,6 +33,7 @@ DIRECTIONS: dict[str, str] = {
     "onset_f1": HIGHER,
     "ftd": LOWER,
     "fvd": LOWER,
+    "audio_fd": LOWER,
     # headline (eval.summary.HEADLINE) and the rest of eval.summary.SUMMARY
     "left_right_accuracy": HIGHER,
     "vertical_accuracy": HIGHER,

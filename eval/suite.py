@@ -83,6 +83,7 @@ GROUND_TRUTH = "ground_truth"
 DISTRIBUTION_DESCRIPTIONS = {
     "ftd": "Fréchet Trajectory Distance of the group's tracked objects to the ground truth's",
     "fvd": "Fréchet Video Distance to the ground truth's clips (user-given video encoder)",
+    "audio_fd": "Fréchet distance of the group's log-mel frame statistics to the ground truth's",
 }
 
 
