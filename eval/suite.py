@@ -404,6 +404,7 @@ def run(cfg: DictConfig) -> dict:
     entry = _entry(cfg)
     if entry == "prompts":
         return {"prompts": str(write_prompts(cfg))}
+    learned = build_learned(suite.get("learned"), device=str(cfg.get("device", "cpu")))  # fails early
     out_dir = Path(cfg.out_dir)
     save_resolved_config(cfg, out_dir)
     models: list[tuple[str, Any]] = []
@@ -437,7 +438,6 @@ def run(cfg: DictConfig) -> dict:
     groups += list(dict.fromkeys(f"generated/{r['mode']}" for r in rows))
     groups += [GROUND_TRUTH, *(f"broken/{kind}" for kind in broken)]
 
-    learned = build_learned(suite.get("learned"), device=str(cfg.get("device", "cpu")))
     runner = _Runner(cfg, out_dir, fmt, learned)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     made = sum(len(m) for m in modes.values()) * samples + 1 + len(broken)
@@ -445,7 +445,7 @@ def run(cfg: DictConfig) -> dict:
         task = bar.add_task("eval", total=len(scenes) * made + len(rows))
         for scene in scenes:
             bar.update(task, description=f"{scene.id} {GROUND_TRUTH}")
-            inputs = runner.inputs(scene)
+            inputs = runner.inputs(scene) if models else {}
             truth = runner.data_clip(scene, GROUND_TRUTH, scene.truth)
             bar.advance(task)
             for label, pipe in models:
