@@ -24,8 +24,9 @@
   ``onset_abs_offset_s`` (mean |audio - contact| over matches, ``[0, 1/fps]``, lower is better; the tolerance
   when nothing matches, 0 for a silent clip without contacts) and ``onset_offset_s`` (:func:`estimate_offset`:
   the constant lag of the sound behind the picture that best explains the onsets, positive = sound late;
-  ``[-0.5, 0.5]`` s, 0 is best; absent from ``onset_sync`` without onsets or contacts). It never looks at the video: it is the
-  agreement of the sound with the ground-truth timeline, not audio-video sync of the clip.
+  ``[-0.5, 0.5]`` s, 0 is best; absent from ``onset_sync`` without onsets or contacts). It never looks at
+  the video: it is the agreement of the sound with the ground-truth timeline, not audio-video sync of the
+  clip.
 * ``sync`` — ours, real audio-video sync of the clip itself, no ground truth needed: contact events are
   detected FROM THE VIDEO (:func:`video_impacts`: the colour tracker's objects, a velocity component that
   reverses with at least :data:`IMPACT_MIN_SPEED` (15 px/s) on both sides of a frame, or a velocity change

@@ -153,7 +153,7 @@ def object_persistence(clip: EvalClip) -> dict[str, float]:
 
 def temporal_metrics(clip: EvalClip) -> dict[str, float]:
     """Weight-free temporal scores of any clip: ``temporal_flickering`` ([0, 1], higher better) and
-    ``warping_error`` ([0, 3], lower better)."""
+    ``warping_error`` ([0, 1], lower better)."""
     return {
         "temporal_flickering": temporal_flickering(clip.video),
         "warping_error": warping_error(clip.video),

@@ -16,6 +16,11 @@ survive); further such components are counted in :attr:`Track.extra`. One object
 is how the world is built (captions name objects by colour). Positions are in image pixels (x right, y down)
 with pixel (row ``i``, column ``j``) centred at ``(x=j, y=i)``, the convention of the metadata's tracks, so a
 box edge lies half a pixel outside the outermost pixel centre.
+
+Which objects a clip should show (:func:`track_clip`): the metadata's, else the palette colours its prompt
+names (:func:`prompt_colors`), else those seen in the first frame. An expected object that is never found
+gets an all-invisible track, so every metric built on the tracker counts it as a failure instead of dropping
+it.
 """
 
 from __future__ import annotations
