@@ -129,6 +129,16 @@ def test_clips_dir_rejects_a_folder_without_prompts(tmp_path):
         run(compose("eval", [f"clips={tmp_path}", f"prompts_out={tmp_path}"]))
 
 
+def test_seeds_per_scene_give_one_line_per_seed(tmp_path):
+    cfg = compose("eval", [f"prompts_out={tmp_path}", "suite.num_scenes=1", "suite.modes=[t2av]"])
+    cfg.suite.seeds_per_scene = 3
+    run(cfg)
+    _, rows = read_prompts(tmp_path)
+    assert [r["id"] for r in rows] == ["scene000_t2av", "scene000_t2av_s1", "scene000_t2av_s2"]
+    assert [r["seed"] for r in rows] == [10000, 10000 + 1_000_003, 10000 + 2_000_006]
+    assert all((tmp_path / "ground_truth" / f"{r['id']}.mp4").is_file() for r in rows)
+
+
 def test_read_prompts_rejects_ids_that_are_paths(prompts_dir, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
