@@ -9,12 +9,16 @@ exactly the ground truth's look (anti-aliasing, backdrop) and differs only in th
 
 | name | defect | metrics that must notice |
 |---|---|---|
-| ``mirrored`` | frames flipped left/right | spatial, physics_gt |
+| ``frozen`` | the first frame repeated for the whole clip (sound kept) | dynamic_degree, sync_f1 |
+| ``blank`` | every frame black (sound kept) | detection_rate, persistence, dynamic |
+| ``objects_removed`` | the scene re-rendered without its objects (sound kept) | detection, colour_accuracy |
+| ``audio_silenced`` | sound replaced by silence (same length) | sync_f1, loudness |
+| ``mirrored`` | frames flipped left/right | left_right_accuracy, physics_gt |
 | ``teleported`` | one object jumps 40 % of the width to free space for 3 frames | teleports, persistence |
 | ``shuffled`` | frame order permuted | temporal, physics, persistence |
 | ``gravity_reversed`` | vertical motion mirrored (objects fall up), re-rendered | gravity fit, physics_gt |
 | ``time_reversed`` | frames in reverse order (bounces gain energy) | physics restitution |
-| ``audio_shifted`` | sound delayed by 200 ms | av_sync |
+| ``audio_shifted`` | sound delayed by 200 ms | sync_f1, onset_f1, av_align |
 | ``flickering`` | per-frame brightness jitter (+-25 %, alternating) | temporal flickering, warping error |
 | ``vanished`` | one object gone from mid-clip on | persistence, physics detection |
 | ``recoloured`` | one object changes colour from mid-clip on | persistence |
@@ -53,7 +57,8 @@ def from_synthetic(clip: Clip) -> EvalClip:
 def compressed(clip: EvalClip, crf: int = 18) -> EvalClip:
     """The clip after an H.264/AAC mp4 round trip (how generated clips are judged); not a defect."""
     media = read_media(encode_mp4(clip.video, clip.fps, clip.audio, clip.sample_rate, crf=crf))
-    return dataclasses.replace(EvalClip.from_media(media, clip.prompt, clip.meta), reference=clip.reference)
+    decoded = EvalClip.from_media(media, clip.prompt, clip.meta, given_frames=clip.given_frames)
+    return dataclasses.replace(decoded, reference=clip.reference)
 
 
 def _rerender(clip: EvalClip, edit: Callable[[dict], None]) -> np.ndarray:
@@ -69,6 +74,32 @@ def _moving_object(meta: dict) -> int:
     """Index of the object that travels farthest (the most informative one to break)."""
     paths = [np.hypot(np.diff(tr["x"]), np.diff(tr["y"])).sum() for tr in meta["tracks"]]
     return int(np.argmax(paths))
+
+
+def frozen(clip: EvalClip) -> EvalClip:
+    """A still picture: the first frame repeated for every frame (a model that does not animate)."""
+    return dataclasses.replace(clip, video=np.repeat(clip.video[:1], clip.num_frames, axis=0))
+
+
+def blank(clip: EvalClip) -> EvalClip:
+    """Every frame black (a model that draws nothing)."""
+    return dataclasses.replace(clip, video=np.zeros_like(clip.video))
+
+
+def objects_removed(clip: EvalClip) -> EvalClip:
+    """The scene re-rendered with every object moved far off-screen: backdrop and floor only."""
+    clip.require_meta("objects_removed")
+
+    def edit(m: dict) -> None:
+        for tr in m["tracks"]:
+            tr["x"] = [-10.0 * m["width"]] * len(tr["x"])
+
+    return dataclasses.replace(clip, video=_rerender(clip, edit))
+
+
+def audio_silenced(clip: EvalClip) -> EvalClip:
+    """The sound replaced by digital silence of the same length."""
+    return dataclasses.replace(clip, audio=np.zeros_like(clip.require_audio("audio_silenced")))
 
 
 def mirrored(clip: EvalClip) -> EvalClip:
@@ -213,6 +244,10 @@ def interpenetrating(clip: EvalClip, start: int | None = None, glide: int = 6) -
 
 
 BROKEN: dict[str, Callable[[EvalClip], EvalClip]] = {
+    "frozen": frozen,
+    "blank": blank,
+    "objects_removed": objects_removed,
+    "audio_silenced": audio_silenced,
     "mirrored": mirrored,
     "teleported": teleported,
     "shuffled": shuffled,

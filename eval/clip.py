@@ -72,6 +72,10 @@ class EvalClip:
         prompt: the text the clip was generated from (or its caption).
         meta: synthetic-world ground-truth metadata (``data_pipelines.synthetic`` schema) or ``None``.
         reference: the clip this one should reproduce (reconstruction, Physics-IQ), or ``None``.
+        given_frames: how many leading frames of ``video`` were given to the model as a condition rather than
+            generated (0 for text-to-video; 1 for image-to-video; the context prefix for extension). Metrics
+            that judge the model's own frames (spatial relations, persistence, detection and colour, the
+            motion guard, position error) skip them; see each metric's docstring.
     """
 
     video: np.ndarray
@@ -81,15 +85,24 @@ class EvalClip:
     prompt: str = ""
     meta: dict | None = None
     reference: EvalClip | None = None
+    given_frames: int = 0
 
     def __post_init__(self) -> None:
         self.video = as_uint8_video(self.video)
         self.audio = as_mono_audio(self.audio)
         if not self.fps > 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
+        if not 0 <= int(self.given_frames) < self.video.shape[0]:
+            raise ValueError(
+                f"given_frames must be in [0, {self.video.shape[0]}) (at least one generated frame), "
+                f"got {self.given_frames}"
+            )
+        self.given_frames = int(self.given_frames)
 
     @classmethod
-    def from_media(cls, media: Media, prompt: str = "", meta: dict | None = None) -> EvalClip:
+    def from_media(
+        cls, media: Media, prompt: str = "", meta: dict | None = None, given_frames: int = 0
+    ) -> EvalClip:
         """Build from a decoded :class:`sora.media.Media`; ``meta`` defaults to the mp4's ``sora`` metadata
         when that holds ground-truth tracks, ``prompt`` to its caption."""
         if meta is None and "tracks" in media.metadata:
@@ -101,11 +114,17 @@ class EvalClip:
             sample_rate=media.sample_rate or 16000,
             prompt=prompt or str(media.metadata.get("caption", "")),
             meta=meta,
+            given_frames=given_frames,
         )
 
     @property
     def num_frames(self) -> int:
         return int(self.video.shape[0])
+
+    @property
+    def generated(self) -> np.ndarray:
+        """``(T,)`` bool: the frames the model generated (not given to it as a condition)."""
+        return np.arange(self.num_frames) >= self.given_frames
 
     def require_meta(self, metric: str) -> dict:
         """The ground-truth metadata, or :class:`MissingInput` naming ``metric``."""

@@ -22,8 +22,16 @@ All three compare two *sets* of clips (generated vs reference), so they live in
 * :func:`frechet_trajectory_distance` (FTD, ours, weight-free, synthetic world only): the Fréchet distance
   between the Gaussians of per-object trajectory statistics measured by the colour tracker
   (:data:`TRAJECTORY_FEATURES`), so a model whose objects fall upwards, teleport or never bounce is far from
-  the ground-truth world even when every frame looks right. Each tracked object is one sample. Range
-  ``[0, inf)``, lower is better; two samples of the true world (~20 objects each) differ by ~2.
+  the ground-truth world even when every frame looks right. Each tracked object is one sample. Features are
+  centred on the reference mean and divided by ``max(reference std, MIN_SCALE)`` (:data:`MIN_SCALE` = 0.1):
+  the floor matters for features that are constant in the reference, above all ``visible`` (1 for every
+  true object), which the former ``std + 1e-3`` turned into a visibility count times 1000 that swamped every
+  other feature (FTDs of 1e5); a test checks a hand-computed value. Range ``[0, inf)``, lower is better.
+* :func:`audio_frechet_distance` (``audio_fd``, ours, weight-free; a FAD without VGGish): every 10 ms frame of
+  every clip's log-mel spectrogram (64 mel bands, dB with a -100 dB floor, :func:`log_mel_frames`) is one
+  sample; the distance is between the Gaussians of the generated and the reference frames, in dB^2. It sees
+  level (quiet or silenced sound), spectrum (a wrong timbre) and the share of silence, not timing (a shifted
+  track has the same frames). Range ``[0, inf)``, lower is better.
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ TRAJECTORY_FEATURES = (
 )
 """The per-object statistics behind the Fréchet Trajectory Distance, in this order (all unit-free or per frame
 height, so the distance does not depend on the resolution)."""
+MIN_SCALE = 0.1
+"""Floor of the per-feature scale the FTD divides by (features are fractions of the frame, frame heights per
+second or counts, so 0.1 is a small but real difference in each)."""
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,25 +191,64 @@ def trajectory_features(clip: EvalClip) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, len(TRAJECTORY_FEATURES)))
 
 
+def standardised_frechet(
+    feats_g: np.ndarray, feats_r: np.ndarray, *, min_scale: float = MIN_SCALE, ridge: float = 1e-6
+) -> float:
+    """Fréchet distance after dividing every feature by ``max(reference std, min_scale)`` (population std)
+    and centring on the reference mean; ``ridge * I`` is added to both covariances (small sets give
+    rank-deficient estimates)."""
+    mean = feats_r.mean(axis=0)
+    scale = np.maximum(feats_r.std(axis=0), min_scale)
+    mu_g, sigma_g = gaussian_stats((feats_g - mean) / scale)
+    mu_r, sigma_r = gaussian_stats((feats_r - mean) / scale)
+    eye = ridge * np.eye(len(mean))
+    return frechet_distance(mu_g, sigma_g + eye, mu_r, sigma_r + eye)
+
+
 def frechet_trajectory_distance(
     generated: Sequence[EvalClip], reference: Sequence[EvalClip], *, ridge: float = 1e-6
 ) -> dict[str, float]:
     """Fréchet Trajectory Distance between two sets of synthetic-world clips (see module docstring).
 
-    Features are standardised with the reference set's mean and standard deviation (so every statistic counts
-    equally), and ``ridge * I`` is added to both covariances because small sets give rank-deficient estimates.
-    Returns ``{"ftd": [0, inf), lower is better, "ftd_objects_generated": n, "ftd_objects_reference": n}``.
+    Features are standardised by :func:`standardised_frechet` (reference mean and std, the std floored at
+    :data:`MIN_SCALE`). Returns ``{"ftd": [0, inf), lower is better, "ftd_objects_generated": n,
+    "ftd_objects_reference": n}``.
     """
     feats_g = np.concatenate([trajectory_features(c) for c in generated])
     feats_r = np.concatenate([trajectory_features(c) for c in reference])
     if len(feats_g) < 2 or len(feats_r) < 2:
         raise ValueError(f"FTD needs >= 2 tracked objects per set, got {len(feats_g)} and {len(feats_r)}")
-    mean, std = feats_r.mean(axis=0), feats_r.std(axis=0) + 1e-3
-    mu_g, sigma_g = gaussian_stats((feats_g - mean) / std)
-    mu_r, sigma_r = gaussian_stats((feats_r - mean) / std)
-    eye = ridge * np.eye(len(mean))
     return {
-        "ftd": frechet_distance(mu_g, sigma_g + eye, mu_r, sigma_r + eye),
+        "ftd": standardised_frechet(feats_g, feats_r, ridge=ridge),
         "ftd_objects_generated": float(len(feats_g)),
         "ftd_objects_reference": float(len(feats_r)),
+    }
+
+
+def log_mel_frames(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Log-mel frames ``(frames, ONSET_MELS)`` in dB (power floored at ``1e-10``, i.e. -100 dB): 64 mel
+    bands of 512-sample windows every 10 ms at 16 kHz, the onset detector's spectrogram."""
+    from eval.av_sync import _onset_mel
+    from sora.media import resample_audio, to_mono
+
+    x = resample_audio(to_mono(audio), int(sample_rate), 16000)
+    mel = _onset_mel()(x)[0]  # (mels, frames)
+    return (10.0 * torch.log10(mel.clamp_min(1e-10))).T.double().numpy()
+
+
+def audio_frechet_distance(generated: Sequence[EvalClip], reference: Sequence[EvalClip]) -> dict[str, float]:
+    """Audio Fréchet distance on log-mel statistics (see module docstring): ``{"audio_fd": [0, inf) dB^2,
+    lower is better, "audio_fd_clips_generated": n, "audio_fd_clips_reference": n, "audio_fd_skipped": n}``.
+    Clips without sound are skipped and counted."""
+    frames_g = [log_mel_frames(c.audio, c.sample_rate) for c in generated if c.audio is not None]
+    frames_r = [log_mel_frames(c.audio, c.sample_rate) for c in reference if c.audio is not None]
+    if not frames_g or not frames_r:
+        raise ValueError(
+            f"audio_fd needs clips with sound on both sides, got {len(frames_g)} and {len(frames_r)}"
+        )
+    return {
+        "audio_fd": frechet_distance_from_features(np.concatenate(frames_g), np.concatenate(frames_r)),
+        "audio_fd_clips_generated": float(len(frames_g)),
+        "audio_fd_clips_reference": float(len(frames_r)),
+        "audio_fd_skipped": float(len(generated) + len(reference) - len(frames_g) - len(frames_r)),
     }

@@ -7,11 +7,15 @@ Perspective"): each object's tracked centroid against the simulator's ground tru
 Euclidean centroid error, ``vel_err_px_s`` the mean Euclidean velocity error, with both velocities taken by
 the same central difference of positions (``(p[t+1] - p[t-1]) fps / 2``, so a bounce between frames is
 smoothed identically on both sides); ``vel_err_before_px_s`` / ``vel_err_after_px_s`` split it at the first
-object-object contact (NaN without one); ``shape_range_px`` is phyworld's shape consistency, ``max r - min r``
-of the equivalent radius ``sqrt(area / pi)`` over frames (worst object); ``detection_rate`` the fraction of
-(object, frame) pairs found. All errors are ``>= 0``, lower is better; ``detection_rate`` is in ``[0, 1]``,
-higher is better. Errors use the frames where the object is found. **Departure:** phyworld scores frames after
-its conditioning frames; we score every frame.
+object-object contact (absent without one); ``shape_range_px`` is phyworld's shape consistency,
+``max r - min r`` of the equivalent radius ``sqrt(area / pi)`` over frames (worst object). All errors are
+``>= 0``, lower is better. **A missing object is a failure, never a dropped frame:** a frame where an expected
+object is not found is charged :func:`failure_distance` (the frame diagonal, 90.5 px at 64x64) of position
+error, a velocity that needs a missing frame is charged :func:`eval.tracking.max_plausible_speed` (400 px/s
+at 64x64), and an object never found has a shape range of the diagonal; so a clip where nothing is found
+scores the worst, not NaN. How often objects were missing is ``detection_rate`` (:mod:`eval.objects`).
+Only generated frames are scored (:attr:`EvalClip.given_frames` leading frames are skipped), as phyworld
+scores the frames after its conditioning frames.
 
 ``physics_laws`` — ours, no ground truth needed:
 
@@ -24,10 +28,17 @@ its conditioning frames; we score every frame.
   curvatures within 1 px RMS enter the shared fit (all pieces if those are too few). This gives
   ``gravity_fit_px_s2``, ``gravity_residual_px`` (RMS) and ``free_flight_frames``. ``gravity_fit`` is 1 when
   ``|g_fit - g| <= GRAVITY_TOLERANCE |g|`` (25 %) and the residual is <= :data:`RESIDUAL_TOLERANCE_PX` (1 px),
-  0 otherwise, NaN with fewer than :data:`MIN_FREE_FLIGHT` (8) free-flight frames (static or sliding scenes);
-  ``g`` is ``meta["gravity_px_s2"]`` or the world default. The suite's gravity-fit rate is the NaN-ignoring
-  mean of ``gravity_fit`` over clips. Time reversal keeps free flight parabolic with the same ``g``; it is
-  caught by the restitution check, not this one.
+  0 otherwise; ``g`` is ``meta["gravity_px_s2"]`` or the world default. With fewer than
+  :data:`MIN_FREE_FLIGHT` (8) free-flight frames there is nothing to fit: ``gravity_fit`` is then 0.0 (a
+  failure) when the clip should show free flight (:func:`truth_has_flight`: its ground-truth tracks have
+  enough free flight, or without metadata its prompt says something falls, is thrown, flies or bounces),
+  and absent otherwise (static and sliding scenes: the suite's ``_n`` counts the clips that have it), so a
+  frozen or blank clip of a falling scene fails instead of silently leaving the rate; ``gravity_fit_px_s2``
+  and ``gravity_residual_px`` are present only when fitted. Time reversal keeps free flight parabolic with
+  the same ``g``; it is caught by the restitution check, not this one.
+* Missing objects: ``objects_missing`` counts expected objects (:func:`eval.tracking.track_clip`) found in
+  fewer than 2 frames; teleports and overlaps cannot be judged for them, so ``no_teleport`` and
+  ``no_interpenetration`` are 0 when it is > 0 (a blank clip no longer passes them).
 * Teleporting: ``max_jump_ratio`` is the largest centroid move between consecutive detections divided by the
   plausible move (:func:`eval.tracking.max_plausible_step`); ``teleports`` counts moves with ratio > 1 (>= 0,
   lower is better); ``no_teleport`` is 1 when there is none.
@@ -45,9 +56,9 @@ its conditioning frames; we score every frame.
   with the fitted (else configured) ``g`` over up to 4 free-flight frames on each side. Boxes are skipped (a
   tumbling box trades spin for speed at an impact), and so are contacts within 4 px of another object (an
   exchange of momentum may speed an object up); the shape comes from the metadata, else the prompt ("red
-  ball"), else the mask's :func:`roundness`. ``max_restitution`` is the largest ``e`` (NaN without a
-  measurable bounce); ``restitution_ok`` is 1 when it is ``<= 1 + RESTITUTION_TOLERANCE`` (0.1; bounces may
-  not gain energy), 0 otherwise, NaN without a measurable bounce.
+  ball"), else the mask's :func:`roundness`. ``max_restitution`` is the largest ``e``; ``restitution_ok`` is
+  1 when it is ``<= 1 + RESTITUTION_TOLERANCE`` (0.1; bounces may not gain energy), 0 otherwise; both are
+  absent without a measurable bounce (the suite's ``_n`` counts the clips that have one).
 
 ``physics_iq`` — Physics-IQ (Motamed et al. 2025) against ``clip.reference``: binary motion masks per frame
 (grey, 5x5 Gaussian blur, running-average background ``cv2.accumulateWeighted(alpha=0.3)`` updated before the
@@ -55,21 +66,25 @@ difference, ``|frame - background| > 10``, 5x5 opening then closing, first frame
 (IoU of the masks' union over time), ``spatiotemporal_iou`` (per-frame IoU averaged over frames, 1 for two
 empty masks), ``weighted_spatial_iou`` (``sum min(w_a, w_b) / sum max(w_a, w_b)`` of the per-pixel fraction of
 frames with motion) — all ``[0, 1]``, higher is better — and ``mse`` (per-frame MSE of RGB in ``[0, 1]``,
-averaged; ``[0, 1]``, lower is better). **Departures:** the benchmark downsizes its 4K footage by 4 before
-masking; we mask at the clip's resolution with the same 5x5 kernel (``kernel_size`` adjusts it). It scores the
-frames after its conditioning frames; we score the first ``min(T, T_ref)`` frames. We report the raw metrics,
+averaged; ``[0, 1]``, lower is better). **Departures:** the benchmark computes the masks at each video's
+full resolution (``binary_mask_generator.py``) and then, for the IoUs and the MSE, resizes masks and frames to
+a quarter of the real take's width and height (``cv2.resize``, bilinear; masks re-binarised at 127, in
+``calculate_and_write_metrics_to_csv.py``); our clips are already small, so we mask and score at the clip's
+own resolution with the same 5x5 kernel (``kernel_size`` adjusts it) and no resize. It scores the frames after
+its conditioning frames; we score the first ``min(T, T_ref)`` frames. We report the raw metrics,
 not the Physics-IQ score, which needs the benchmark's pairs of real takes to normalise by physical variance.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from eval.clip import EvalClip
+from eval.clip import EvalClip, MissingInput
 from eval.spatial import object_shapes
 from eval.tracking import Track, gravity_px, max_plausible_speed, track_clip
 
@@ -81,6 +96,9 @@ RESTITUTION_TOLERANCE, MIN_BOUNCE_SPEED, BOUNCE_FIT_FRAMES = 0.1, 30.0, 4
 OVERLAP_TOLERANCE = 0.3
 ROUND_OBJECT = 0.8
 PIQ_ALPHA, PIQ_THRESHOLD = 0.3, 10
+_FLIGHT_WORDS = (
+    r"\b(?:falls?|drops?|dropped|thrown|throws?|toss(?:ed|es)?|flies|fly|bounces?|launched|lands?)\b"
+)
 
 
 # ---- against ground truth ------------------------------------------------------------------------------
@@ -92,42 +110,69 @@ def _central_velocity(x: np.ndarray, y: np.ndarray, fps: float) -> np.ndarray:
     return v
 
 
+def failure_distance(clip: EvalClip) -> float:
+    """The position error charged for a frame where an expected object is not found: the frame diagonal
+    (px), the largest error a found object could have."""
+    return float(math.hypot(clip.video.shape[1], clip.video.shape[2]))
+
+
 def physics_gt(clip: EvalClip) -> dict[str, float]:
     """phyworld-style errors of the tracked objects against ``clip.meta`` (see module docstring)."""
     meta = clip.require_meta("physics_gt")
     tracks = track_clip(clip)
+    if not tracks:
+        raise MissingInput("physics_gt: the metadata lists no object")
     gt_tracks = {str(t["id"]): t for t in meta["tracks"]}
     object_contacts = [c["time"] for c in meta.get("contacts", []) if c["with"] == "object"]
     split = min(object_contacts) * clip.fps if object_contacts else math.inf
     frames = np.arange(clip.num_frames)
-    pos_err, vel_err, before, after, shape_range, found = [], [], [], [], [], []
+    generated = clip.generated
+    miss_pos, miss_vel = failure_distance(clip), max_plausible_speed(clip)
+    pos_err, vel_err, before, after, shape_range = [], [], [], [], []
     for key, tr in tracks.items():
         gt = gt_tracks[key]
         gx, gy = np.asarray(gt["x"], float), np.asarray(gt["y"], float)
-        found.append(tr.visible)
-        if not tr.visible.any():
-            continue
-        pos_err.append(np.hypot(tr.x - gx, tr.y - gy)[tr.visible])
-        dv = np.linalg.norm(
-            _central_velocity(tr.x, tr.y, clip.fps) - _central_velocity(gx, gy, clip.fps), axis=1
-        )
-        ok = np.isfinite(dv)
-        vel_err.append(dv[ok])
-        before.append(dv[ok & (frames < split)])
-        after.append(dv[ok & (frames > split)])
-        r = tr.radius[tr.visible]
-        shape_range.append(r.max() - r.min())
-    mean = lambda parts: (
-        float(np.concatenate(parts).mean()) if parts and sum(map(len, parts)) else float("nan")
-    )
-    return {
+        pos = np.where(tr.visible, np.hypot(tr.x - gx, tr.y - gy), miss_pos)
+        pos_err.append(pos[generated])
+        dv_true = _central_velocity(gx, gy, clip.fps)
+        dv = np.linalg.norm(_central_velocity(tr.x, tr.y, clip.fps) - dv_true, axis=1)
+        defined = np.isfinite(dv_true).all(axis=1) & generated  # the truth has a velocity there
+        dv = np.where(np.isfinite(dv), dv, miss_vel)  # the object is missing next to the frame
+        vel_err.append(dv[defined])
+        before.append(dv[defined & (frames < split)])
+        after.append(dv[defined & (frames > split)])
+        seen = tr.visible & generated
+        r = tr.radius[seen]
+        shape_range.append(r.max() - r.min() if len(r) else miss_pos)
+    mean = lambda parts: float(np.concatenate(parts).mean()) if sum(map(len, parts)) else float("nan")
+    out = {
         "pos_err_px": mean(pos_err),
         "vel_err_px_s": mean(vel_err),
-        "vel_err_before_px_s": mean(before) if object_contacts else float("nan"),
-        "vel_err_after_px_s": mean(after) if object_contacts else float("nan"),
-        "shape_range_px": float(max(shape_range)) if shape_range else float("nan"),
-        "detection_rate": float(np.concatenate(found).mean()) if found else 0.0,
+        "shape_range_px": float(max(shape_range)),
     }
+    if object_contacts:
+        for name, parts in (("vel_err_before_px_s", before), ("vel_err_after_px_s", after)):
+            if sum(map(len, parts)):
+                out[name] = mean(parts)
+    return out
+
+
+def truth_has_flight(clip: EvalClip) -> bool:
+    """Whether the clip should show free flight to fit gravity on: with metadata, whether its ground-truth
+    tracks have :data:`MIN_FREE_FLIGHT` free-flight frames (the same cuts as for the clip); without, whether
+    the prompt says something falls, is thrown, flies or bounces."""
+    if clip.meta is None or not clip.meta.get("tracks"):
+        return re.search(_FLIGHT_WORDS, clip.prompt.lower()) is not None
+    g = gravity_px(clip)
+    radius = {str(o["id"]): float(o.get("radius_px", 3.0)) for o in clip.meta.get("objects", [])}
+    pieces = []
+    for gt in clip.meta["tracks"]:
+        x, y = np.asarray(gt["x"], float), np.asarray(gt["y"], float)
+        area = np.full(len(x), math.pi * radius.get(str(gt["id"]), 3.0) ** 2)
+        empty = np.zeros((len(x), 1, 1), dtype=bool)
+        tr = Track(str(gt["id"]), "", (0, 0, 0), True, x, y, area, np.zeros((len(x), 4)), area * 0, empty)
+        pieces += [(p, y[p]) for p in _pieces(tr, clip.fps, g)[0]]
+    return not math.isnan(fit_gravity(pieces, clip.fps)[0])
 
 
 # ---- against the laws ----------------------------------------------------------------------------------
@@ -323,10 +368,13 @@ def physics_laws(clip: EvalClip) -> dict[str, float]:
     g_fit, residual, used = fit_gravity(
         [(p, tr.y[p]) for tr, pieces, _ in per_track for p in pieces], clip.fps
     )
-    if math.isnan(g_fit):
-        gravity_ok = float("nan")
-    else:
-        gravity_ok = float(abs(g_fit - g) <= GRAVITY_TOLERANCE * abs(g) and residual <= RESIDUAL_TOLERANCE_PX)
+    missing = sum(int(tr.visible.sum() < 2) for tr in tracks)  # expected objects never (really) found
+    out: dict[str, float] = {"free_flight_frames": float(used), "objects_missing": float(missing)}
+    if not math.isnan(g_fit):
+        ok = abs(g_fit - g) <= GRAVITY_TOLERANCE * abs(g) and residual <= RESIDUAL_TOLERANCE_PX
+        out.update(gravity_fit=float(ok), gravity_fit_px_s2=g_fit, gravity_residual_px=residual)
+    elif truth_has_flight(clip):  # something should fly and nothing measurably does: a failure
+        out["gravity_fit"] = 0.0
     g_bounce = g_fit if not math.isnan(g_fit) else g
     rest = [
         e
@@ -336,20 +384,16 @@ def physics_laws(clip: EvalClip) -> dict[str, float]:
     ]
     ratios = np.concatenate([_jump_ratios(tr, clip) for tr in tracks]) if tracks else np.zeros(0)
     overlap = _interpenetration(tracks)
-    max_e = max(rest) if rest else float("nan")
-    return {
-        "gravity_fit": gravity_ok,
-        "gravity_fit_px_s2": g_fit,
-        "gravity_residual_px": residual,
-        "free_flight_frames": float(used),
-        "max_jump_ratio": float(ratios.max()) if len(ratios) else 0.0,
-        "teleports": float((ratios > 1).sum()),
-        "no_teleport": float(not (ratios > 1).any()),
-        "interpenetration": overlap,
-        "no_interpenetration": float(overlap <= OVERLAP_TOLERANCE),
-        "max_restitution": max_e,
-        "restitution_ok": float(max_e <= 1 + RESTITUTION_TOLERANCE) if rest else float("nan"),
-    }
+    out.update(
+        max_jump_ratio=float(ratios.max()) if len(ratios) else 0.0,
+        teleports=float((ratios > 1).sum()),
+        no_teleport=float(not (ratios > 1).any() and not missing),
+        interpenetration=overlap,
+        no_interpenetration=float(overlap <= OVERLAP_TOLERANCE and not missing),
+    )
+    if rest:
+        out.update(max_restitution=max(rest), restitution_ok=float(max(rest) <= 1 + RESTITUTION_TOLERANCE))
+    return out
 
 
 # ---- Physics-IQ ----------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The suite's report: ``report.html`` (readable offline) from the ``results.json`` dict of :mod:`eval.suite`.
 
-What it holds, top to bottom: the run (checkpoint, model hash, clip format), the summary table (groups x the
-numbers the suite quotes, the best value of each column highlighted), bar charts of those numbers per group,
-every metric's mean per group, the metric failures and skipped clips with their reasons, and every clip:
+What it holds, top to bottom: the run (checkpoint, model hash, clip format), the summary tables (groups x the
+headline numbers, then the diagnostic ones; each cell the mean, its 95 % bootstrap interval and n; the best
+mean of each column highlighted), bar charts of the headline numbers with their intervals, paired win rates
+against the ground truth and the baseline, the same numbers per scene family, every metric's mean per group,
+the metric failures and skipped clips with their reasons, and every clip:
 an ``<video controls>`` element plus a contact-sheet PNG (for viewers where video does not play).
 
 Every asset is a file next to the report, referenced by a relative ``src="..."`` (no base64, no in-page
@@ -24,12 +26,26 @@ ZERO = "zero"  # 0 is best: compare |value|
 NEUTRAL = "neutral"  # a count or a measured quantity with no better side
 
 DIRECTIONS: dict[str, str] = {
-    # summary numbers (eval.suite.SUMMARY)
+    # numbers of earlier reports
     "spatial_accuracy": HIGHER,
     "spatial_pass_rate": HIGHER,
     "gravity_fit_rate": HIGHER,
     "onset_f1": HIGHER,
     "ftd": LOWER,
+    "fvd": LOWER,
+    "audio_fd": LOWER,
+    # headline (eval.summary.HEADLINE) and the rest of eval.summary.SUMMARY
+    "left_right_accuracy": HIGHER,
+    "vertical_accuracy": HIGHER,
+    "sync_f1": HIGHER,
+    "sync_lag_s": ZERO,
+    "dynamic_degree": HIGHER,
+    "motion_smoothness": HIGHER,
+    "colour_accuracy": HIGHER,
+    "loudness_db": NEUTRAL,
+    "loudness_diff_db": ZERO,
+    "clip_score": HIGHER,
+    "win_rate": HIGHER,
     # physics
     "pos_err_px": LOWER,
     "vel_err_px_s": LOWER,
@@ -102,6 +118,7 @@ tr.ground_truth td.name { color: #2ca02c; } tr.broken td.name { color: #888; }
 .card img { max-width: 288px; image-rendering: pixelated; display: block; margin-top: 4px; }
 .card .label { font-weight: bold; margin-bottom: 3px; }
 .caption { font-style: italic; color: #444; max-width: 1200px; }
+.ci { font-size: 0.8em; color: #666; font-weight: normal; }
 """
 
 
@@ -161,8 +178,8 @@ def contact_sheet(
 
 
 def plot_summary(summary: dict[str, dict], numbers: list[str], path: str | Path) -> Path | None:
-    """Bar charts, one panel per summary number, one bar per group (colour by kind); ``None`` if nothing to
-    plot."""
+    """Bar charts, one panel per summary number, one bar per group (colour by kind) with its 95 % interval as
+    a whisker; ``None`` if nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,6 +199,10 @@ def plot_summary(summary: dict[str, dict], numbers: list[str], path: str | Path)
         vals = [summary[g].get(number) for g in groups]
         y = np.arange(len(groups))
         ax.barh(y, [v if _finite(v) else 0.0 for v in vals], color=colors)
+        for yi, g, v in zip(y, groups, vals):  # the 95 % interval as a whisker
+            lo, hi = summary[g].get(f"{number}_lo"), summary[g].get(f"{number}_hi")
+            if _finite(v) and _finite(lo) and _finite(hi):
+                ax.plot([lo, hi], [yi, yi], color="black", linewidth=1)
         for yi, v in zip(y, vals):
             ax.text(0, yi, f" {fmt(v)}", va="center", fontsize=7)
         ax.set_yticks(y, groups, fontsize=7)
@@ -229,6 +250,61 @@ def _table(rows: dict[str, dict], columns: list[str], *, header_title: str = "gr
     return "".join(out)
 
 
+def _interval_table(rows: dict[str, dict], columns: list[str], *, header_title: str = "group") -> str:
+    """Groups x summary numbers, each cell ``mean [lo, hi]`` with ``n`` (and how many clips it was undefined
+    for); the best mean of each column highlighted. Columns without companions (set-level distances) show the
+    value alone."""
+    names = list(rows)
+    best = {c: best_rows([rows[n].get(c) for n in names], direction(c)) for c in columns}
+    out = ["<table>", f'<tr><th class="name">{header_title}</th>']
+    for c in columns:
+        arrow = {HIGHER: " &uarr;", LOWER: " &darr;", ZERO: " &rarr;0"}.get(direction(c), "")
+        out.append(f"<th>{html.escape(c)}{arrow}</th>")
+    out.append("</tr>")
+    for i, name in enumerate(names):
+        row = rows[name]
+        out.append(f'<tr class="{html.escape(group_kind(name))}"><td class="name">{html.escape(name)}</td>')
+        for c in columns:
+            cls = ' class="best"' if i in best[c] else ""
+            text = fmt(row.get(c))
+            if f"{c}_n" in row:
+                text += f'<br><span class="ci">[{fmt(row.get(f"{c}_lo"))}, {fmt(row.get(f"{c}_hi"))}]'
+                text += f" n={row[f'{c}_n']}"
+                if row.get(f"{c}_undefined"):
+                    text += f", {row[f'{c}_undefined']} undef."
+                text += "</span>"
+            out.append(f"<td{cls}>{text}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _paired_table(paired: dict[str, dict], numbers: list[str]) -> str:
+    """Win rate of each group against each of its references, per summary number: ``rate [lo, hi] n``."""
+    out = ['<table><tr><th class="name">group</th><th class="name">against</th>']
+    columns = [n for n in numbers if any(n in cells for refs in paired.values() for cells in refs.values())]
+    out.extend(f"<th>{html.escape(n)}</th>" for n in columns)
+    out.append("</tr>")
+    for group, refs in paired.items():
+        for ref, cells in refs.items():
+            out.append(
+                f'<tr class="{html.escape(group_kind(group))}"><td class="name">{html.escape(group)}</td>'
+                f'<td class="name">{html.escape(ref)}</td>'
+            )
+            for n in columns:
+                c = cells.get(n) or {}
+                if c.get("n"):
+                    out.append(
+                        f'<td>{fmt(c.get("win_rate"))}<br><span class="ci">[{fmt(c.get("win_rate_lo"))}, '
+                        f"{fmt(c.get('win_rate_hi'))}] n={c['n']}</span></td>"
+                    )
+                else:
+                    out.append("<td>-</td>")
+            out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def _clip_card(clip: dict, numbers: list[str]) -> str:
     label = html.escape(clip["group"])
     parts = [f'<div class="card"><div class="label">{label}</div>']
@@ -249,7 +325,16 @@ def _clip_card(clip: dict, numbers: list[str]) -> str:
     return "".join(parts)
 
 
-CARD_KEYS = ["spatial_correct", "gravity_fit", "persistence", "onset_f1", "av_align", "pos_err_px"]
+CARD_KEYS = [
+    "left_right_accuracy",
+    "persistence",
+    "detection_rate",
+    "sync_f1",
+    "pos_err_px",
+    "dynamic_degree",
+    "colour_accuracy",
+    "onset_f1",
+]
 """Per-clip values printed under each clip."""
 
 
@@ -296,9 +381,35 @@ def render_html(results: dict, plot: str | None) -> str:
         for k, d in descriptions.items():
             out.append(f"<li><b>{html.escape(k)}</b>: {html.escape(d)}</li>")
         out.append("</ul>")
-    out.append(_table(summary, [*numbers, "clips", "clips_failed", "metric_errors"]))
+    headline = [n for n in results.get("headline", []) if n in numbers]
+    rest = [n for n in numbers if n not in headline]
+    out.append(
+        '<p class="small">Each cell: the mean over the group\'s clips, its 95 % bootstrap interval (2000 '
+        "resamples of the scenes, seed 0; <code>eval/stats.py</code>) and n, the clips where the number is "
+        "defined; clips where it is undefined are counted, never dropped silently.</p>"
+    )
+    if headline:
+        out.append("<h3>Headline</h3>")
+        out.append(_interval_table(summary, headline))
+    if rest:
+        out.append("<h3>Diagnostics</h3>")
+        out.append(_interval_table(summary, [*rest, "clips", "clips_failed", "metric_errors"]))
     if plot:
         out.append(f'<p><img alt="summary numbers per group" src="{html.escape(plot)}"></p>')
+    paired = results.get("paired") or {}
+    if paired:
+        out.append("<h2>Paired comparison (win rate, scene by scene)</h2>")
+        out.append(
+            '<p class="small">The fraction of scenes where the group beats the reference on the number (ties '
+            "count one half), with its 95 % scene-bootstrap interval and the number of scenes both have.</p>"
+        )
+        out.append(_paired_table(paired, headline or numbers))
+    families = results.get("families") or {}
+    if any(len(f) > 1 for f in families.values()):
+        out.append("<h2>Per family</h2>")
+        for group, rows in families.items():
+            out.append(f"<h3>{html.escape(group)}</h3>")
+            out.append(_interval_table(rows, headline or numbers, header_title="family"))
 
     keys = sorted({k for g in groups.values() for k in g.get("mean", {})})
     if keys:
@@ -354,9 +465,8 @@ def render_html(results: dict, plot: str | None) -> str:
 def write_report(results: dict, out_dir: str | Path) -> Path:
     """Write ``report.html`` (and ``plots/summary.png``) into ``out_dir``; returns the page's path."""
     out_dir = Path(out_dir)
-    plot = plot_summary(
-        results.get("summary", {}), results.get("summary_numbers", []), out_dir / "plots" / "summary.png"
-    )
+    numbers = results.get("headline") or results.get("summary_numbers", [])
+    plot = plot_summary(results.get("summary", {}), numbers, out_dir / "plots" / "summary.png")
     rel = plot.relative_to(out_dir).as_posix() if plot else None
     page = out_dir / "report.html"
     page.write_text(render_html(results, rel), encoding="utf-8")

@@ -10,24 +10,38 @@ with box centres ``(x_A, y_A)`` and ``(x_B, y_B)`` in image axes (y down), ``dx 
 * ``A above B``    iff ``dy < 0 and |dy| > |dx|``;  ``A below B``    iff ``dy > 0 and |dy| > |dx|``.
 
 So the direction must be right *and* dominant: a ball far above and slightly left of a box is "above" it, not
-"left of" it (VBench's ``spatial_relationship`` only compares the one axis, which is its known flaw). The
-frame score is T2V-CompBench's: both objects found and the rule holds: ``0.4 + 0.6 (1 - IoU(box_A, box_B))``
-(best candidate pair by ``(1 - IoU + mean detection score) / 2``); found but wrong: 0.4; one missing: 0.2;
-both missing: 0. ``spatial_score`` averages frames per relation, then relations (``[0, 1]``, higher is
-better; every relation mirrored gives ~0.4).
+"left of" it. (VBench's ``spatial_relationship`` checks the dominant axis but not the direction: its
+``get_position_score`` applies one rule to "on the left of" and "on the right of", ``|dx| > |dy|`` plus a box
+IoU below 0.1, so a mirrored video scores exactly as well as the true one; that is its flaw, which the sign
+test above fixes.) The frame score is T2V-CompBench's: both objects found and the rule holds:
+``0.4 + 0.6 (1 - IoU(box_A, box_B))`` (best candidate pair by ``(1 - IoU + mean detection score) / 2``);
+found but wrong: 0.4; one missing: 0.2; both missing: 0. ``spatial_score`` averages frames per relation, then
+relations (``[0, 1]``, higher is better; every relation mirrored gives ~0.4).
 
 Ours on top of the protocol:
 
-* ``spatial_correct``: fraction of frames (averaged over relations) where both objects are found and the rule
-  holds, ``[0, 1]``, higher is better; ``spatial_pass`` is 1 when it is >= 0.5, and the suite's accuracy is
-  the mean of ``spatial_pass`` over clips.
 * Frame relations, which T2V-CompBench lacks: "A on the left/right side of the frame" iff ``x_A`` is
   left/right of the frame's centre, "top/bottom of the frame" likewise with ``y_A`` (1 if it holds, 0.4 if
   not, 0 if A is missing). The synthetic captions' start positions ("On the left, a red ball ...", "a box at
   the top right") are frame relations too: they name the third of the frame the object starts in, which lies
-  in that half.
-* Time: relations in a sentence saying "starts", "at first" or "initially", and start positions, are judged on
-  the first frame only; all others on the 16 frames.
+  in that half. "At/in the right moment/time/order/..." ("right" meaning correct) is not a place.
+* When a relation holds: a relation is a *state*, judged on every one of the 16 frames, unless it is about the
+  start: its sentence says "starts", "at first" or "initially", or it names an object the prompt moves (a
+  sentence mentioning the object has a motion verb: falls, is thrown, rolls, bounces, is hit, ...). The
+  synthetic captions state their relations at the first frame, and a thrown ball does not stay "on the left".
+  A start relation is judged on the first frame only (the only frame where the caption vouches for it).
+* A frame where an object is missing counts as the relation failing (a missing object is a failure).
+* ``left_right_correct``: over the horizontal relations (``left of``/``right of``, object-object and frame,
+  start positions included), the mean over relations of the fraction of judged frames where the relation
+  holds; ``left_right_accuracy`` is 1.0 when that is **strictly** above :data:`PASS_FRACTION` (0.5), so half
+  credit (one of two relations right, or half the frames) fails. ``vertical_correct`` / ``vertical_accuracy``
+  are the same over ``above``/``below`` relations, reported apart because left/right is what a mirrored
+  video gets wrong and 29 of 30 ``fall`` captions add a vertical start relation that mirroring keeps.
+  ``spatial_correct`` / ``spatial_pass`` pool both kinds. A kind's keys are absent when the prompt has no
+  relation of that kind; ``*_relations`` count them.
+* Conditioned clips (:attr:`EvalClip.given_frames` > 0, image-to-video and extension): the 16 frames are
+  sampled from the generated frames only, and start relations (about the given first frame) are not judged.
+  A clip with nothing left to judge raises :class:`MissingInput`.
 
 Prompts name objects by palette colour, optionally with a material and a shape word ("a red rubber ball",
 "the blue box"); the colours are the detector's ``palette`` if it has one, else the world's. The colour
@@ -37,6 +51,7 @@ detector does not check the shape: each colour is used by at most one object in 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,14 +167,22 @@ _INITIAL_WORDS = (
     r"\b(?:starts?|starting|at first|initially|begins?|at the (?:start|beginning)|in the beginning)\b"
 )
 # the synthetic captions' start positions: "at the top left", "on the right side", "at the bottom"
+_NOT_A_PLACE = (  # "at the right moment", "in the right order": "right" meaning correct, not a side
+    r"moment|moments|time|times|instant|second|speed|pace|rate|tempo|rhythm|beat|note|pitch|volume|angle|"
+    r"order|way|amount|size|height|distance|answer|track|direction|spot|point|place|position|one|ones"
+)
 _START_PHRASES = [
     r"\b(?:on|at|in|near) the (?:(?P<v>top|bottom|upper|lower) )?(?P<h>left|right)\b"
-    r"(?! of\b| wall\b| side of\b)",
+    rf"(?! of\b| wall\b| side of\b| (?:{_NOT_A_PLACE})\b)",
     r"\b(?:at|near) the (?P<v>top|bottom)\b(?! (?:left|right|of)\b)",
 ]
+_MOTION_WORDS = (
+    r"\b(?:falls?|drops?|dropped|thrown|throws?|toss(?:ed|es)?|flies|fly|rolls?|rolled|slides?|glides?|"
+    r"moves?|heads?|bounces?|hits?|pushed|knocked|launched|crash(?:es)?|collides?|lands?)\b"
+)
 
 
-def _relations_in_sentence(text: str, colors: list[str]) -> list[Relation]:
+def _relations_in_sentence(text: str, colors: list[str], moving: set[str]) -> list[Relation]:
     mentions = [
         (m.start(), m.end(), ObjectRef(m["color"], SHAPE_WORDS.get(m["shape"] or "")))
         for m in re.finditer(_object_pattern(colors), text)
@@ -176,7 +199,7 @@ def _relations_in_sentence(text: str, colors: list[str]) -> list[Relation]:
             if not before:
                 continue
             if re.match(rf"\s+{_FRAME_WORDS}\b", text[m.end() :]):
-                relations.append(Relation(before[-1], canonical, None, initial))
+                relations.append(Relation(before[-1], canonical, None, initial or before[-1].color in moving))
             else:
                 after = next(
                     (
@@ -188,7 +211,8 @@ def _relations_in_sentence(text: str, colors: list[str]) -> list[Relation]:
                 )
                 if after is None:
                     continue
-                relations.append(Relation(before[-1], canonical, after, initial))
+                start = initial or before[-1].color in moving or after.color in moving
+                relations.append(Relation(before[-1], canonical, after, start))
             taken.append((m.start(), m.end()))
     for pattern in _START_PHRASES:
         for m in re.finditer(pattern, text):
@@ -199,10 +223,11 @@ def _relations_in_sentence(text: str, colors: list[str]) -> list[Relation]:
             vertical = {"top": "above", "upper": "above", "bottom": "below", "lower": "below"}.get(
                 m["v"] or ""
             )
+            start = subject.color in moving  # where a moving object starts; a resting one stays there
             if m.groupdict().get("h"):
-                relations.append(Relation(subject, f"{m['h']} of", None, True))
+                relations.append(Relation(subject, f"{m['h']} of", None, start))
             if vertical:
-                relations.append(Relation(subject, vertical, None, True))
+                relations.append(Relation(subject, vertical, None, start))
             taken.append((m.start(), m.end()))
     return relations
 
@@ -218,7 +243,14 @@ def parse_relations(prompt: str, colors: list[str] | None = None) -> list[Relati
     """
     colors = colors or list(default_palette())
     text = " ".join(prompt.lower().split())
-    return [rel for sentence in re.split(r"[.;!?]", text) for rel in _relations_in_sentence(sentence, colors)]
+    sentences = re.split(r"[.;!?]", text)
+    moving = {
+        m["color"]
+        for sentence in sentences
+        if re.search(_MOTION_WORDS, sentence)
+        for m in re.finditer(_object_pattern(colors), sentence)
+    }
+    return [rel for sentence in sentences for rel in _relations_in_sentence(sentence, colors, moving)]
 
 
 def relation_holds(relation: str, a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -269,21 +301,46 @@ def frame_score(
     return (0.4 + 0.6 * best, True) if best is not None else (0.4, False)
 
 
+HORIZONTAL, VERTICAL = ("left of", "right of"), ("above", "below")
+
+
+def _judge_relation(
+    rel: Relation,
+    find: Callable[[ObjectRef], list[list[Detection]]],
+    frames: list[int],
+    size: tuple[int, int],
+) -> tuple[float, float]:
+    """(mean T2V-CompBench frame score, fraction of frames where it holds) over the positions ``frames``."""
+    subj = find(rel.subject)
+    obj = find(rel.object) if rel.object is not None else None
+    judged = [frame_score(rel, subj[t], obj[t] if obj is not None else None, size) for t in frames]
+    return float(np.mean([s for s, _ in judged])), float(np.mean([ok for _, ok in judged]))
+
+
 def spatial_adherence(
     clip: EvalClip, detector: Detector | None = None, num_frames: int = NUM_FRAMES
 ) -> dict[str, float]:
     """Spatial-relation adherence of ``clip`` to ``clip.prompt`` (see module docstring).
 
-    Returns ``{"spatial_score": [0, 1], "spatial_correct": [0, 1], "spatial_pass": 0/1,
-    "spatial_relations": count}``, higher is better. Raises :class:`MissingInput` if the prompt states no
-    relation this parser understands.
+    Returns, over all judged relations, ``spatial_score`` and ``spatial_correct`` (``[0, 1]``),
+    ``spatial_pass`` (0/1) and ``spatial_relations`` (count); over the horizontal ones only
+    ``left_right_accuracy`` (0/1), ``left_right_correct`` (``[0, 1]``) and ``left_right_relations``; over the
+    vertical ones ``vertical_accuracy``, ``vertical_correct`` and ``vertical_relations``. Higher is better. A
+    group's keys are absent when the prompt states no relation of that kind. Raises :class:`MissingInput` if
+    the prompt states no relation this parser understands, or (conditioned clips) only relations about the
+    given first frame.
     """
     detector = detector or ColorDetector()
     palette_names = list(getattr(detector, "palette", None) or default_palette())
     relations = parse_relations(clip.prompt, palette_names)
     if not relations:
         raise MissingInput(f"spatial: no spatial relation found in prompt {clip.prompt!r}")
-    idx = np.unique(np.linspace(0, clip.num_frames - 1, num_frames).round().astype(int))
+    if clip.given_frames > 0:  # the start of the clip was given: only states are the model's to get right
+        relations = [rel for rel in relations if not rel.initial]
+        if not relations:
+            raise MissingInput("spatial: the prompt's relations are about the given first frame only")
+    start = clip.given_frames
+    idx = np.unique(np.linspace(start, clip.num_frames - 1, num_frames).round().astype(int))
     frames = clip.video[idx]
     size = (clip.video.shape[2], clip.video.shape[1])
     cache: dict[ObjectRef, list[list[Detection]]] = {}
@@ -293,20 +350,25 @@ def spatial_adherence(
             cache[ref] = detector.detect(frames, ref)
         return cache[ref]
 
-    scores, correct = [], []
-    for rel in relations:
-        subj = find(rel.subject)
-        obj = find(rel.object) if rel.object is not None else None
-        judged = [
-            frame_score(rel, subj[t], obj[t] if obj is not None else None, size)
-            for t in range(1 if rel.initial else len(idx))
-        ]
-        scores.append(np.mean([s for s, _ in judged]))
-        correct.append(np.mean([ok for _, ok in judged]))
-    frac = float(np.mean(correct))
-    return {
-        "spatial_score": float(np.mean(scores)),
-        "spatial_correct": frac,
-        "spatial_pass": float(frac >= PASS_FRACTION),
-        "spatial_relations": float(len(relations)),
+    judged = {
+        rel: _judge_relation(rel, find, [0] if rel.initial else list(range(len(idx))), size)
+        for rel in dict.fromkeys(relations)  # a relation stated twice counts once
     }
+    out: dict[str, float] = {}
+    for prefix, kinds in (
+        ("spatial", HORIZONTAL + VERTICAL),
+        ("left_right", HORIZONTAL),
+        ("vertical", VERTICAL),
+    ):
+        group = [v for rel, v in judged.items() if rel.relation in kinds]
+        if not group:
+            continue
+        correct = float(np.mean([c for _, c in group]))
+        if prefix == "spatial":
+            out["spatial_score"] = float(np.mean([sc for sc, _ in group]))
+            out["spatial_pass"] = float(correct > PASS_FRACTION)
+        else:
+            out[f"{prefix}_accuracy"] = float(correct > PASS_FRACTION)
+        out[f"{prefix}_correct"] = correct
+        out[f"{prefix}_relations"] = float(len(group))
+    return out

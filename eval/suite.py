@@ -1,9 +1,11 @@
-"""The benchmark suite runner: clips generated through :mod:`sora.pipeline`, scored with :data:`eval.METRICS`
-beside the ground truth (upper anchor) and broken copies of it (lower anchor), written as ``results.json`` and
-``report.html``.
+"""The benchmark suite runner: clips generated through :mod:`sora.pipeline` (or by any model, from a
+folder), scored with :data:`eval.METRICS` beside the ground truth (upper anchor) and broken copies of it
+(lower anchor), written as ``results.json`` and ``report.html``.
 
     python -m eval.suite checkpoint=PATH suite=world out_dir=outputs/eval [baseline_checkpoint=PATH]
     python -m eval.suite checkpoint=ground_truth suite=world out_dir=outputs/eval_gt  # anchors only
+    python -m eval.suite suite=world prompts_out=DIR             # what another model should generate
+    python -m eval.suite suite=world clips=DIR out_dir=OUT       # score DIR/<id>.mp4 (see eval/prompts.py)
 
 Config: ``conf/eval.yaml``; a suite is a file of ``conf/suite/`` (scenes, modes, metric lists). The ``world``
 suite draws held-out scenes from the synthetic world: scene ``i`` is world seed ``suite.seed + i`` (the
@@ -17,32 +19,38 @@ caption still describes the whole simulated clip.
 Groups of clips, each scored with the suite's metric lists:
 
 ==================  ==========================================================================================
-``generated/MODE``  the model, one clip per scene and mode: ``t2av`` (the caption as prompt), ``i2v`` (the
+``generated/MODE``  the model, ``suite.seeds_per_scene`` clips per scene and mode (generator seeds from
+                    :func:`eval.prompts.generation_seed`): ``t2av`` (the caption as prompt), ``i2v`` (the
                     first frame as a PNG), ``extend`` (the first ``context_frames`` frames as a short mp4),
-                    ``v2a`` (the ground-truth video), ``a2v`` and ``remix`` (the ground-truth clip)
+                    ``v2a`` (the ground-truth video), ``a2v`` and ``remix`` (the ground-truth clip); with
+                    ``clips=DIR``, the folder's clips
 ``baseline/MODE``   the same for ``baseline_checkpoint`` (e.g. the same architecture untrained)
 ``ground_truth``    the scene itself
 ``broken/KIND``     :data:`eval.broken.BROKEN` defects of the scene (keeping its prompt and metadata)
 ==================  ==========================================================================================
 
+For i2v and extend the clip's ``given_frames`` (1, ``context_frames``) tell the metrics which leading frames
+were conditioning. The summary (:mod:`eval.summary`) gives every number with ``n`` and a 95 % scene-bootstrap
+interval (:mod:`eval.stats`), per family, and paired win rates against the ground truth and the baseline.
+
 Every scored clip has been through one H.264/AAC round trip (``suite.round_trip``). Generated clips are
 written with :func:`sora.pipeline.save_clip` (visible watermark, provenance) but scored without the
 watermark: the mark is white, a palette colour the object tracker would count as an object. A metric that
 lacks an input (:class:`eval.MissingInput`) or raises is recorded on the clip with its reason and counted per
-group; a clip that cannot be made (a generation or a defect fails) is skipped with its reason; neither
-stops the suite.
+group. A clip that cannot be made is skipped with its reason; a broken defect that does not apply (a
+two-object defect on a one-object scene) is not fatal, but a generated clip that crashes or a folder clip
+that is missing or malformed makes the run raise :class:`IncompleteRunError` (the CLI exits 1) after
+results.json and the report are written, unless ``allow_missing=true``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import json
 import logging
 import math
-from collections import Counter
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,140 +60,52 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval import DISTRIBUTION_METRICS, METRICS, EvalClip, MissingInput
 from eval.broken import BROKEN
+from eval.prompts import generation_seed, given_frames, write_prompts
+from eval.scenes import Scene, clip_format, crop_clip, crop_meta, make_scenes, world_scenes
+from eval.summary import HEADLINE, SUMMARY, aggregate, by_family, paired_comparisons, summarise
 from sora.config import CONF_DIR, save_resolved_config
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "GROUND_TRUTH",
+    "IncompleteRunError",
+    "crop_clip",
+    "crop_meta",
+    "run",
+    "score_clip",
+    "world_scenes",
+]
+
 GROUND_TRUTH = "ground_truth"
 """``checkpoint=ground_truth``: score the anchors only."""
 
-SUMMARY: dict[str, tuple[str, str]] = {
-    "spatial_accuracy": (
-        "spatial_correct",
-        "mean spatial_correct (fraction of frames where both objects are found and the prompt's relation "
-        "holds) over clips whose prompt states a relation",
-    ),
-    "spatial_pass_rate": ("spatial_pass", "fraction of those clips with spatial_correct >= 0.5"),
-    "gravity_fit_rate": (
-        "gravity_fit",
-        "fraction of clips with enough free flight whose fitted g is within 25 % of the world's (residual "
-        "<= 1 px)",
-    ),
-    "persistence": (
-        "persistence",
-        "mean fraction of frame transitions where every object keeps its colour, size and a plausible motion",
-    ),
-    "onset_f1": (
-        "onset_f1",
-        "mean F1 of the sound's onsets against the ground-truth contacts (within a frame)",
-    ),
-    "av_align": ("av_align", "mean AV-Align IoU of audio onsets and video motion peaks"),
-    "pos_err_px": ("pos_err_px", "mean tracked centroid error against the ground-truth tracks, pixels"),
+DISTRIBUTION_DESCRIPTIONS = {
+    "ftd": "Fréchet Trajectory Distance of the group's tracked objects to the ground truth's",
+    "fvd": "Fréchet Video Distance to the ground truth's clips (user-given video encoder)",
+    "audio_fd": "Fréchet distance of the group's log-mel frame statistics to the ground truth's",
 }
-"""The numbers quoted per group in ``results.json["summary"]``: name -> (per-clip key averaged, meaning).
-Means ignore NaN (a clip where the quantity is undefined, e.g. gravity fit without free flight)."""
-
-FTD_DESCRIPTION = "Fréchet Trajectory Distance of the group's tracked objects to the ground truth's"
 
 
-@dataclass
-class Scene:
-    """A held-out scene: ``truth`` is the cropped ground truth (uncompressed), prompt = caption."""
-
-    id: str
-    seed: int
-    family: str
-    truth: EvalClip
-
-
-# ---- scenes ------------------------------------------------------------------------------------------------
-
-
-def crop_meta(meta: dict, num_frames: int) -> dict:
-    """A copy of synthetic-world metadata for the clip's first ``num_frames`` frames: per-frame track lists
-    cut, contacts at or after the new end dropped (frames clamped), ``num_frames``/``duration`` updated."""
-    total = int(meta["num_frames"])
-    if not 1 <= num_frames <= total:
-        raise ValueError(f"cannot crop a {total}-frame clip to {num_frames} frames")
-    out = copy.deepcopy(meta)
-    end = num_frames / float(meta["fps"])
-    out["num_frames"], out["duration"] = num_frames, end
-    for track in out["tracks"]:
-        for key, value in track.items():
-            if isinstance(value, list) and len(value) == total:
-                track[key] = value[:num_frames]
-    out["contacts"] = [c for c in out["contacts"] if c["time"] < end]
-    for contact in out["contacts"]:
-        contact["frame"] = min(int(contact["frame"]), num_frames - 1)
-    out["cropped_from_frames"] = total
-    return out
-
-
-def crop_clip(clip: Any, num_frames: int) -> EvalClip:
-    """An :class:`EvalClip` of a ``data_pipelines.synthetic.Clip``'s first ``num_frames`` frames and the
-    matching audio samples and metadata."""
-    meta = crop_meta(clip.meta, num_frames)
-    samples = round(num_frames / meta["fps"] * meta["sample_rate"])
-    return EvalClip(
-        video=np.ascontiguousarray(clip.video[:num_frames]),
-        fps=float(meta["fps"]),
-        audio=clip.audio[:, :samples],
-        sample_rate=int(meta["sample_rate"]),
-        prompt=clip.caption,
-        meta=meta,
-    )
-
-
-def world_scenes(suite: DictConfig, fmt: dict) -> list[Scene]:
-    """The world suite's scenes in clip format ``fmt`` (see the module docstring)."""
-    from data_pipelines.synthetic import WorldConfig, generate_clip
-
-    world = suite.get("world")
-    world = dict(OmegaConf.to_container(world, resolve=True)) if world is not None else {}
-    world.update(width=fmt["width"], height=fmt["height"], fps=fmt["fps"], sample_rate=fmt["sample_rate"])
-    world["duration"] = max(
-        float(world.get("duration", WorldConfig.duration)), fmt["num_frames"] / fmt["fps"]
-    )
-    config = WorldConfig.from_dict(world)
-    families = list(suite.get("families") or config.families)
-    scenes = []
-    for i in range(int(suite.num_scenes)):
-        seed, family = int(suite.seed) + i, families[i % len(families)]
-        clip = generate_clip(config, seed, family)
-        scenes.append(Scene(f"scene{i:03d}", seed, family, crop_clip(clip, fmt["num_frames"])))
-    return scenes
-
-
-def clip_format(suite: DictConfig, pipe: Any | None) -> dict:
-    """Frames, fps, size and sample rate of every clip: the suite's overrides, else the model's training
-    format, else the pipeline's defaults."""
-    from sora.pipeline import DEFAULT_SAMPLING
-
-    base = dict(pipe.sampling) if pipe is not None else dict(DEFAULT_SAMPLING)
-    fmt = {
-        k: suite.get(k) if suite.get(k) is not None else base[k]
-        for k in ("num_frames", "fps", "height", "width")
-    }
-    return {
-        "num_frames": int(fmt["num_frames"]),
-        "fps": float(fmt["fps"]),
-        "height": int(fmt["height"]),
-        "width": int(fmt["width"]),
-        "sample_rate": int(base["sample_rate"]),
-    }
+class IncompleteRunError(RuntimeError):
+    """Clips the run was asked to score were not (generation crashed, file missing or malformed)."""
 
 
 # ---- scoring -----------------------------------------------------------------------------------------------
 
 
-def score_clip(clip: EvalClip, names: list[str]) -> tuple[dict[str, float], dict[str, dict]]:
-    """Run the named metrics of :data:`eval.METRICS` on ``clip``: ``(values, failures)`` with failures
-    ``{metric: {"kind": "missing" | "error", "reason": str}}``; nothing raises."""
+def score_clip(
+    clip: EvalClip, names: list[str], extra: dict[str, Any] | None = None
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Run the named metrics of :data:`eval.METRICS` (or of ``extra``, e.g. learned ones) on ``clip``:
+    ``(values, failures)`` with failures ``{metric: {"kind": "missing" | "error", "reason": str}}``; nothing
+    raises."""
+    registry = {**METRICS, **(extra or {})}
     values: dict[str, float] = {}
     failures: dict[str, dict] = {}
     for name in names:
         try:
-            values.update({str(k): float(v) for k, v in METRICS[name](clip).items()})
+            values.update({str(k): float(v) for k, v in registry[name](clip).items()})
         except MissingInput as err:
             failures[name] = {"kind": "missing", "reason": str(err)}
         except Exception as err:  # a metric bug or odd clip must not end a long run
@@ -197,44 +117,7 @@ def score_clip(clip: EvalClip, names: list[str]) -> tuple[dict[str, float], dict
 def _round_trip(clip: EvalClip, enabled: bool) -> EvalClip:
     from eval.broken import compressed
 
-    return compressed(clip) if enabled else clip
-
-
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
-
-
-def aggregate(records: list[dict], skipped: list[dict], groups: list[str]) -> dict[str, dict]:
-    """Per group: clip counts, the mean (and count of finite values) of every key, failures per metric."""
-    out = {}
-    for group in groups:
-        rows = [r for r in records if r["group"] == group]
-        keys = sorted({k for r in rows for k in r["metrics"]})
-        failures: Counter = Counter()
-        for r in rows:
-            failures.update(f"{m}:{f['kind']}" for m, f in r["failures"].items())
-        out[group] = {
-            "clips": len(rows),
-            "clips_failed": sum(s["group"] == group for s in skipped),
-            "mean": {k: _mean([r["metrics"].get(k) for r in rows if k in r["metrics"]]) for k in keys},
-            "count": {k: sum(math.isfinite(r["metrics"].get(k, math.nan)) for r in rows) for k in keys},
-            "failures": dict(sorted(failures.items())),
-        }
-    return out
-
-
-def summarise(stats: dict[str, dict], distribution: dict[str, dict]) -> dict[str, dict]:
-    """``results.json["summary"]``: per group the :data:`SUMMARY` numbers, ``ftd``, and the counters."""
-    summary = {}
-    for group, g in stats.items():
-        row: dict[str, Any] = {name: g["mean"].get(key) for name, (key, _) in SUMMARY.items()}
-        row["ftd"] = distribution.get(group, {}).get("ftd")
-        row["clips"] = g["clips"]
-        row["clips_failed"] = g["clips_failed"]
-        row["metric_errors"] = sum(n for k, n in g["failures"].items() if k.endswith(":error"))
-        summary[group] = row
-    return summary
+    return compressed(clip) if enabled else clip  # keeps given_frames and the reference
 
 
 def _failure_table(records: list[dict]) -> dict:
@@ -274,8 +157,8 @@ def _json_safe(value: Any) -> Any:
 class _Runner:
     """Makes, writes and scores the clips of one suite run; collects records and skips."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path, fmt: dict) -> None:
-        self.cfg, self.suite, self.out_dir, self.fmt = cfg, cfg.suite, out_dir, fmt
+    def __init__(self, cfg: DictConfig, out_dir: Path, fmt: dict, learned: Any) -> None:
+        self.cfg, self.suite, self.out_dir, self.fmt, self.learned = cfg, cfg.suite, out_dir, fmt, learned
         self.clips_dir, self.inputs_dir = out_dir / "clips", out_dir / "inputs"
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +166,7 @@ class _Runner:
         self.skipped: list[dict] = []
         self.scored: dict[str, list[EvalClip]] = {}  # group -> scored clips (distribution metrics)
         self.round_trip = bool(self.suite.get("round_trip", True))
-        self.keep = bool(self.suite.get("distribution_metrics"))
+        self.keep = bool(self.distribution_metrics())
         wm = cfg.get("watermark") or {}
         self.watermark = {
             "watermark": bool(wm.get("enabled", True)),
@@ -291,40 +174,62 @@ class _Runner:
             "watermark_opacity": float(wm.get("opacity", 0.6)),
         }
 
+    def distribution_metrics(self) -> dict[str, Any]:
+        names = self.suite.get("distribution_metrics") or []
+        return {**{n: DISTRIBUTION_METRICS[n] for n in names}, **self.learned.distribution}
+
     def metrics_for(self, mode: str | None) -> list[str]:
+        """The suite's metrics, a generated mode's extra ones, and the learned ones that apply."""
         extra = ((self.suite.get("mode_metrics") or {}).get(mode) or []) if mode else []
-        return list(dict.fromkeys([*self.suite.metrics, *extra]))
+        learned = [*self.learned.every_clip, *(self.learned.with_reference if mode else [])]
+        return list(dict.fromkeys([*self.suite.metrics, *extra, *learned]))
 
     def _record(
-        self, scene: Scene, group: str, mode: str | None, clip: EvalClip, stem: str, sheet_video
+        self,
+        scene: Scene,
+        group: str,
+        mode: str | None,
+        clip: EvalClip,
+        stem: str,
+        sheet_video: np.ndarray,
+        sample: int = 0,
+        notes: dict | None = None,
     ) -> None:
         from eval.report import contact_sheet
 
         sheet = contact_sheet(sheet_video, self.clips_dir / f"{stem}.png")
-        values, failures = score_clip(clip, self.metrics_for(mode))
+        values, failures = score_clip(clip, self.metrics_for(mode), self.learned.registry)
         self.records.append(
             {
-                "id": f"{scene.id}/{group}",
+                "id": f"{scene.id}/{group}" + (f"/s{sample}" if sample else ""),
                 "group": group,
                 "scene_id": scene.id,
                 "seed": scene.seed,
                 "family": scene.family,
                 "mode": mode,
+                "sample": sample,
+                "given_frames": clip.given_frames,
                 "prompt": clip.prompt,
                 "video": f"clips/{stem}.mp4",
                 "sheet": sheet.relative_to(self.out_dir).as_posix(),
                 "metrics": values,
                 "failures": failures,
+                **({"notes": notes} if notes else {}),
             }
         )
         if self.keep:
             self.scored.setdefault(group, []).append(dataclasses.replace(clip, reference=None))
 
-    def skip(self, scene: Scene, group: str, err: BaseException) -> None:
+    def skip(self, scene: Scene, group: str, err: BaseException, sample: int = 0) -> None:
         reason = f"{type(err).__name__}: {err}"
         log.warning("%s/%s skipped: %s", scene.id, group, reason)
         self.skipped.append(
-            {"id": f"{scene.id}/{group}", "group": group, "scene_id": scene.id, "reason": reason}
+            {
+                "id": f"{scene.id}/{group}" + (f"/s{sample}" if sample else ""),
+                "group": group,
+                "scene_id": scene.id,
+                "reason": reason,
+            }
         )
 
     def data_clip(self, scene: Scene, group: str, clip: EvalClip) -> EvalClip:
@@ -362,7 +267,7 @@ class _Runner:
         return {"image": str(image), "context": str(context), "video": str(whole)}
 
     def generated(
-        self, scene: Scene, group: str, pipe: Any, mode: str, inputs: dict, truth: EvalClip
+        self, scene: Scene, group: str, pipe: Any, mode: str, inputs: dict, truth: EvalClip, sample: int = 0
     ) -> None:
         """Generate one clip through the pipeline, save it (watermarked) and score it (unwatermarked)."""
         from sora import safety
@@ -372,7 +277,7 @@ class _Runner:
         req = GenerationRequest(
             prompt=scene.truth.prompt,
             mode=mode,
-            seed=scene.seed,
+            seed=generation_seed(scene.seed, sample),
             num_frames=fmt["num_frames"],
             height=fmt["height"],
             width=fmt["width"],
@@ -388,7 +293,7 @@ class _Runner:
             audio=inputs["video"] if mode == "a2v" else None,
         )
         out = pipe.generate(req)
-        stem = f"{scene.id}_{group.replace('/', '_')}"
+        stem = f"{scene.id}_{group.replace('/', '_')}" + (f"_s{sample}" if sample else "")
         save_clip(out, self.clips_dir / f"{stem}.mp4", config_hash=pipe.config_hash, **self.watermark)
         shown = out.video
         if self.watermark["watermark"]:
@@ -403,8 +308,22 @@ class _Runner:
             prompt=req.prompt,
             meta=scene.truth.meta,
             reference=truth,
+            given_frames=min(given_frames(mode, int(s.context_frames)), out.video.shape[0] - 1),
         )
-        self._record(scene, group, mode, _round_trip(clip, self.round_trip), stem, shown)
+        self._record(scene, group, mode, _round_trip(clip, self.round_trip), stem, shown, sample)
+
+    def external(self, scene: Scene, folder: Path, row: dict, truth: EvalClip) -> None:
+        """Score ``folder/<id>.mp4`` of a ``prompts.jsonl`` row as ``generated/<mode>`` (no round trip: the
+        file is what the other model made)."""
+        from eval.prompts import load_clip
+
+        clip, notes = load_clip(folder, row, self.fmt, truth)
+        stem = f"{scene.id}_generated_{row['mode']}" + (
+            f"_s{row.get('sample', 0)}" if row.get("sample") else ""
+        )
+        (self.clips_dir / f"{stem}.mp4").write_bytes((folder / f"{row['id']}.mp4").read_bytes())
+        group = f"generated/{row['mode']}"
+        self._record(scene, group, row["mode"], clip, stem, clip.video, int(row.get("sample", 0)), notes)
 
     def distribution(self, groups: list[str]) -> dict[str, dict]:
         """Set-level metrics of each group against the ground truth's clips (failures recorded, not
@@ -415,14 +334,9 @@ class _Runner:
             if group == GROUND_TRUTH or not self.scored.get(group) or not reference:
                 continue
             row: dict[str, Any] = {}
-            for name in self.suite.get("distribution_metrics") or []:
+            for name, metric in self.distribution_metrics().items():
                 try:
-                    row.update(
-                        {
-                            k: float(v)
-                            for k, v in DISTRIBUTION_METRICS[name](self.scored[group], reference).items()
-                        }
-                    )
+                    row.update({k: float(v) for k, v in metric(self.scored[group], reference).items()})
                 except Exception as err:
                     row[f"{name}_error"] = f"{type(err).__name__}: {err}"
                     log.warning("distribution metric %s on %s failed: %s", name, group, err)
@@ -448,6 +362,8 @@ def _check_names(suite: DictConfig) -> None:
         raise ValueError(f"unsupported suite mode(s) {bad}; one of {sorted(set(MODES) - {'storyboard'})}")
     if suite.get("source", "world") != "world":
         raise ValueError(f"unknown suite source {suite.source!r}; this runner knows 'world'")
+    if int(suite.get("seeds_per_scene", 1)) < 1:
+        raise ValueError(f"suite.seeds_per_scene must be >= 1, got {suite.seeds_per_scene}")
 
 
 def _load(path: Any, cfg: DictConfig) -> Any:
@@ -458,51 +374,97 @@ def _load(path: Any, cfg: DictConfig) -> Any:
     )
 
 
+def _entry(cfg: DictConfig) -> str:
+    """Which of the four runs ``cfg`` asks for: ``prompts``, ``clips``, ``ground_truth`` or ``model``."""
+    asked = [k for k in ("prompts_out", "clips", "checkpoint") if cfg.get(k) not in (None, "")]
+    if not asked:
+        raise ValueError(
+            "give checkpoint=PATH (a model), checkpoint=ground_truth (anchors only), prompts_out=DIR (write "
+            "what to generate) or clips=DIR (score a folder of clips)"
+        )
+    if len(asked) > 1 and not (asked == ["clips", "checkpoint"] and str(cfg.checkpoint) == GROUND_TRUTH):
+        raise ValueError(f"give one of prompts_out=, clips=, checkpoint=; got {asked}")
+    if asked[0] == "checkpoint":
+        return GROUND_TRUTH if str(cfg.checkpoint) == GROUND_TRUTH else "model"
+    return "prompts" if asked[0] == "prompts_out" else "clips"
+
+
 def run(cfg: DictConfig) -> dict:
-    """Run ``cfg.suite`` on ``cfg.checkpoint`` (and ``cfg.baseline_checkpoint``); write ``results.json`` and
-    ``report.html`` into ``cfg.out_dir`` and return the results dict (see the module docstring)."""
+    """Run ``cfg.suite`` (see the module docstring); write ``results.json`` and ``report.html`` into
+    ``cfg.out_dir`` and return the results dict. ``prompts_out=DIR`` only writes the prompts and returns
+    ``{"prompts": path}``. Raises :class:`IncompleteRunError` (after writing) when generated or folder clips
+    are missing, unless ``allow_missing=true``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from eval.learned import build_learned
     from eval.report import write_report
 
     suite = cfg.suite
     _check_names(suite)
+    entry = _entry(cfg)
+    if entry == "prompts":
+        return {"prompts": str(write_prompts(cfg))}
+    learned = build_learned(suite.get("learned"), device=str(cfg.get("device", "cpu")))  # fails early
     out_dir = Path(cfg.out_dir)
     save_resolved_config(cfg, out_dir)
     models: list[tuple[str, Any]] = []
-    if str(cfg.checkpoint) != GROUND_TRUTH:
-        models.append(("generated", _load(cfg.checkpoint, cfg)))
-    if cfg.get("baseline_checkpoint"):
-        models.append(("baseline", _load(cfg.baseline_checkpoint, cfg)))
-    fmt = clip_format(suite, models[0][1] if models else None)
-    scenes = world_scenes(suite, fmt)
+    rows: list[dict] = []
+    folder = Path(cfg.clips) if entry == "clips" else None
+    if folder is not None:
+        from eval.prompts import read_prompts
+
+        spec, rows = read_prompts(folder)
+        fmt = dict(spec["format"])
+        scenes = make_scenes(dict(spec["world"]), fmt, list(spec["scenes"]))
+        known = {s.id for s in scenes}
+        stray = sorted({r["scene_id"] for r in rows} - known)
+        if stray:
+            raise ValueError(f"{folder}: prompts.jsonl names scenes {stray} that suite.json does not define")
+    else:
+        if entry == "model":
+            models.append(("generated", _load(cfg.checkpoint, cfg)))
+        if cfg.get("baseline_checkpoint"):
+            models.append(("baseline", _load(cfg.baseline_checkpoint, cfg)))
+        fmt = clip_format(suite, models[0][1] if models else None)
+        scenes = world_scenes(suite, fmt)
     baseline_modes = suite.get("baseline_modes")
     modes = {
         label: list(suite.modes if label == "generated" or baseline_modes is None else baseline_modes)
         for label, _ in models
     }
+    samples = int(suite.get("seeds_per_scene", 1))
     broken = list(suite.get("broken") or [])
-    groups = [f"{label}/{mode}" for label, _ in models for mode in modes[label]] + [GROUND_TRUTH]
-    groups += [f"broken/{kind}" for kind in broken]
+    groups = [f"{label}/{mode}" for label, _ in models for mode in modes[label]]
+    groups += list(dict.fromkeys(f"generated/{r['mode']}" for r in rows))
+    groups += [GROUND_TRUTH, *(f"broken/{kind}" for kind in broken)]
 
-    runner = _Runner(cfg, out_dir, fmt)
+    runner = _Runner(cfg, out_dir, fmt, learned)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    made = sum(len(m) for m in modes.values()) * samples + 1 + len(broken)
     with Progress(*columns) as bar:
-        task = bar.add_task("eval", total=len(scenes) * len(groups))
+        task = bar.add_task("eval", total=len(scenes) * made + len(rows))
         for scene in scenes:
             bar.update(task, description=f"{scene.id} {GROUND_TRUTH}")
-            inputs = runner.inputs(scene)
+            inputs = runner.inputs(scene) if models else {}
             truth = runner.data_clip(scene, GROUND_TRUTH, scene.truth)
             bar.advance(task)
             for label, pipe in models:
                 for mode in modes[label]:
                     group = f"{label}/{mode}"
-                    bar.update(task, description=f"{scene.id} {group}")
-                    try:
-                        runner.generated(scene, group, pipe, mode, inputs, truth)
-                    except Exception as err:  # one bad request must not end the suite
-                        runner.skip(scene, group, err)
-                    bar.advance(task)
+                    for sample in range(samples):
+                        bar.update(task, description=f"{scene.id} {group}")
+                        try:
+                            runner.generated(scene, group, pipe, mode, inputs, truth, sample)
+                        except Exception as err:  # one bad request must not end the suite
+                            runner.skip(scene, group, err, sample)
+                        bar.advance(task)
+            for row in (r for r in rows if r["scene_id"] == scene.id):
+                bar.update(task, description=f"{scene.id} {row['id']}")
+                try:
+                    runner.external(scene, folder, row, truth)
+                except Exception as err:  # a missing or malformed clip is counted, not fatal here
+                    runner.skip(scene, f"generated/{row['mode']}", err, int(row.get("sample", 0)))
+                bar.advance(task)
             for kind in broken:
                 group = f"broken/{kind}"
                 bar.update(task, description=f"{scene.id} {group}")
@@ -515,24 +477,30 @@ def run(cfg: DictConfig) -> dict:
     stats = aggregate(runner.records, runner.skipped, groups)
     distribution = runner.distribution(groups)
     descriptions = {name: text for name, (_, text) in SUMMARY.items()}
-    if suite.get("distribution_metrics"):
-        descriptions["ftd"] = FTD_DESCRIPTION
+    distribution_names = list(runner.distribution_metrics())
+    descriptions.update({n: DISTRIBUTION_DESCRIPTIONS.get(n, n) for n in distribution_names})
     main = dict(models)
+    incomplete = [s for s in runner.skipped if s["group"].split("/")[0] in ("generated", "baseline")]
     results = {
         "suite": str(suite.get("name", "world")),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "checkpoint": str(cfg.checkpoint),
+        "checkpoint": str(cfg.checkpoint) if cfg.get("checkpoint") else None,
+        "clips_dir": str(folder) if folder is not None else None,
         "model_config_hash": main["generated"].config_hash if "generated" in main else None,
         "baseline_checkpoint": str(cfg.baseline_checkpoint) if cfg.get("baseline_checkpoint") else None,
         "baseline_config_hash": main["baseline"].config_hash if "baseline" in main else None,
         "format": fmt,
         "num_scenes": len(scenes),
+        "seeds_per_scene": samples if folder is None else None,
         "scenes": [
             {"id": s.id, "seed": s.seed, "family": s.family, "prompt": s.truth.prompt} for s in scenes
         ],
-        "summary_numbers": [*SUMMARY, *(["ftd"] if suite.get("distribution_metrics") else [])],
+        "headline": list(HEADLINE),
+        "summary_numbers": [*SUMMARY, *distribution_names],
         "summary_descriptions": descriptions,
-        "summary": summarise(stats, distribution),
+        "summary": summarise(runner.records, stats, distribution),
+        "families": by_family(runner.records, groups),
+        "paired": paired_comparisons(runner.records, groups, GROUND_TRUTH),
         "groups": stats,
         "distribution": distribution,
         "failures": {
@@ -545,6 +513,7 @@ def run(cfg: DictConfig) -> dict:
             ],
         },
         "skipped": runner.skipped,
+        "incomplete": len(incomplete),
         "clips": runner.records,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "report": "report.html",
@@ -553,6 +522,12 @@ def run(cfg: DictConfig) -> dict:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
     report = write_report(results, out_dir)
     _print_summary(results, report)
+    if incomplete and not cfg.get("allow_missing", False):
+        raise IncompleteRunError(
+            f"{len(incomplete)} clip(s) to score were not scored (first: {incomplete[0]['id']}: "
+            f"{incomplete[0]['reason']}); results.json lists them under 'skipped'. Pass allow_missing=true "
+            "to accept a partial run."
+        )
     return results
 
 
@@ -562,28 +537,36 @@ def _print_summary(results: dict, report: Path) -> None:
 
     from eval.report import fmt
 
-    numbers = results["summary_numbers"]
-    table = Table(title=f"suite {results['suite']}: {results['num_scenes']} scene(s)")
+    numbers = results["headline"]
+    table = Table(title=f"suite {results['suite']}: {results['num_scenes']} scene(s), 95% intervals")
     table.add_column("group", no_wrap=True)
     for n in numbers:
         table.add_column(n, justify="right")
     for group, row in results["summary"].items():
-        table.add_row(group, *(fmt(row.get(n)) for n in numbers))
+        cells = [
+            f"{fmt(row.get(n))} [{fmt(row.get(f'{n}_lo'))}, {fmt(row.get(f'{n}_hi'))}] n={row.get(f'{n}_n')}"
+            for n in numbers
+        ]
+        table.add_row(group, *cells)
     console = Console()
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 40 + 14 * len(numbers)))
+        console = Console(width=max(console.width, 40 + 26 * len(numbers)))
     console.print(table)
     f = results["failures"]
     console.print(
         f"metric failures: {f['errors']} error(s), {f['missing']} missing input(s); "
-        f"{len(results['skipped'])} clip(s) skipped"
+        f"{len(results['skipped'])} clip(s) skipped ({results['incomplete']} of them generated/folder clips)"
     )
     console.print(f"[bold green]report: {report.resolve()}")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except IncompleteRunError as err:
+        print(f"incomplete run: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

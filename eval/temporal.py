@@ -7,20 +7,28 @@ VBench subject/background consistency when feature weights are given.
   static-scene prompts only; on moving scenes the score also drops with legitimate motion, so compare like
   with like.
 * ``warping_error`` — EvalCrafter (Liu et al. 2024) warping error, which follows Lai et al. 2018 ("Learning
-  Blind Video Temporal Consistency"): frame t+1 is warped back to frame t with the forward flow ``F``; a pixel
-  is occluded if it fails the forward-backward check
-  ``|F + B(x + F)|^2 > 0.01 (|F|^2 + |B(x + F)|^2) + 0.5`` (``B`` the backward flow) or lies on a motion
-  boundary, ``|grad F|^2 > 0.01 |F|^2 + 0.002``; the error is the squared RGB difference (values in
-  ``[0, 1]``, summed over channels) averaged over the other pixels, then over frame pairs. **Departure:** RAFT
-  is replaced by OpenCV Farneback flow (pyr_scale 0.5, levels 3, winsize 15, iterations 3, poly_n 5,
-  poly_sigma 1.2: the parameters AV-Align uses), so no weights are needed; absolute numbers are not comparable
-  with RAFT-based tables, rankings are. Range ``[0, 3]``, lower is better.
-* ``object_persistence`` — ours, synthetic world: with the colour tracker, each object of the first frame (or
-  of the ground-truth metadata) must be found in every frame with the same colour, an area within a factor
-  :data:`AREA_TOLERANCE` of its median area, and no jump larger than the plausible-speed bound of
-  :func:`eval.tracking.max_plausible_step`; no object of another palette colour may appear. A frame transition
-  ``t-1 -> t`` is broken if any object fails there. ``persistence`` is the fraction of unbroken transitions
-  (``[0, 1]``, higher is better) and ``persistence_breaks`` their count (``>= 0``, lower is better).
+  Blind Video Temporal Consistency", reference code ``phoenix104104/fast_blind_video_consistency``): frame t+1
+  is warped back to frame t with the forward flow ``F``; a pixel is occluded if it fails the forward-backward
+  check ``|F + B(x + F)|^2 > 0.01 (|F|^2 + |B(x + F)|^2) + 0.5`` (``B`` the backward flow) or lies on a
+  motion boundary of ``F``, where the squared forward differences ``(F(x) - F(x + 1))^2`` along x and along y
+  (0 on the last column/row), summed over both components, exceed ``0.01 |F|^2 + 0.002`` (Lai's
+  ``compute_flow_gradients`` / ``detect_occlusion``, called there with the flows in this order so the mask
+  lives on frame t); the error is the squared difference of RGB values in ``[0, 1]``, **averaged** over the
+  three channels and the non-occluded pixels (Lai's ``evaluate_WarpError.py`` divides the sum by the count
+  of non-occluded pixel-channels; all pixels when none is valid), then averaged over frame pairs.
+  **Departure:** FlowNet2/RAFT is replaced by OpenCV Farneback flow (pyr_scale 0.5, levels 3, winsize 15,
+  iterations 3, poly_n 5, poly_sigma 1.2: the parameters AV-Align uses), so no weights are needed; absolute
+  numbers are not comparable with learned-flow tables, rankings are. Range ``[0, 1]``, lower is better.
+* ``object_persistence`` — ours, synthetic world: with the colour tracker, each expected object (of the
+  ground-truth metadata, else named in the prompt, else seen in the first frame) must be found in every frame
+  with the same colour, an area within a factor :data:`AREA_TOLERANCE` of its median area, and no jump larger
+  than the plausible-speed bound of :func:`eval.tracking.max_plausible_step`; no object of another palette
+  colour may appear. A frame transition ``t-1 -> t`` is broken if any object fails there, so a missing object
+  breaks every transition it misses (a never-found object scores 0). ``persistence`` is the fraction of
+  unbroken transitions (``[0, 1]``, higher is better) and ``persistence_breaks`` their count (``>= 0``, lower
+  is better). Conditioned clips judge only the transitions into generated frames (``t >= given_frames``; the
+  step from the last given frame into the first generated one counts). A frozen first frame keeps every
+  object and scores 1: the motion guard (:mod:`eval.motion`) is what catches it.
 * :class:`FeatureConsistency` — VBench ``subject_consistency`` (DINO ViT-B/16) and ``background_consistency``
   (CLIP ViT-B/32) formula: per frame feature ``f_t`` (L2-normalised),
   ``score = mean_{t>=1} (max(0, cos(f_{t-1}, f_t)) + max(0, cos(f_0, f_t))) / 2``. Runs only with a
@@ -77,14 +85,22 @@ def occlusion_mask(fw: np.ndarray, bw: np.ndarray) -> np.ndarray:
     bw_w = _warp(bw, fw)
     sq = lambda f: (f**2).sum(axis=-1)
     inconsistent = sq(fw + bw_w) > 0.01 * (sq(fw) + sq(bw_w)) + 0.5
-    du_y, du_x = np.gradient(fw[..., 0])
-    dv_y, dv_x = np.gradient(fw[..., 1])
-    boundary = du_x**2 + du_y**2 + dv_x**2 + dv_y**2 > 0.01 * sq(fw) + 0.002
-    return inconsistent | boundary
+    return inconsistent | motion_boundary(fw)
+
+
+def motion_boundary(flow: np.ndarray) -> np.ndarray:
+    """Lai et al.'s motion boundaries ``(H, W)`` bool: forward differences of the flow (``f[i] - f[i+1]``
+    along x and along y, 0 on the last column/row, as ``compute_flow_gradients``), squared and summed over
+    both flow components and both axes, above ``0.01 |F|^2 + 0.002``."""
+    grad = np.zeros(flow.shape[:2])
+    for c in range(2):
+        grad[:, :-1] += (flow[:, :-1, c] - flow[:, 1:, c]) ** 2
+        grad[:-1, :] += (flow[:-1, :, c] - flow[1:, :, c]) ** 2
+    return grad > 0.01 * (flow**2).sum(axis=-1) + 0.002
 
 
 def warping_error(video: np.ndarray) -> float:
-    """Mean flow-warping error (see module docstring) of a uint8 video, ``[0, 3]``, lower is better."""
+    """Mean flow-warping error (see module docstring) of a uint8 video, ``[0, 1]``, lower is better."""
     if len(video) < 2:
         raise ValueError("warping error needs at least 2 frames")
     errors = []
@@ -92,7 +108,7 @@ def warping_error(video: np.ndarray) -> float:
         fw, bw = farneback_flow(a, b), farneback_flow(b, a)
         valid = ~occlusion_mask(fw, bw)
         warped = _warp(b.astype(np.float32) / 255.0, fw)
-        sq_err = ((warped - a.astype(np.float32) / 255.0) ** 2).sum(axis=-1)  # (H, W), summed over RGB
+        sq_err = ((warped - a.astype(np.float32) / 255.0) ** 2).mean(axis=-1)  # (H, W), mean over RGB
         errors.append(sq_err[valid].mean() if valid.any() else sq_err.mean())
     return float(np.mean(errors))
 
@@ -105,11 +121,17 @@ def object_persistence(clip: EvalClip) -> dict[str, float]:
     """
     tracks = track_clip(clip, include_unexpected=True)
     expected = [tr for tr in tracks.values() if tr.expected]
+    judged = np.arange(clip.num_frames) >= max(clip.given_frames, 1)  # transitions t-1 -> t judged
+    if not judged.any():
+        raise ValueError("persistence needs at least one generated frame after the first")
+    count = np.zeros(clip.num_frames)
+    for tr in tracks.values():
+        count += tr.visible
     if not expected:
         return {
             "persistence": 0.0,
-            "persistence_breaks": float(clip.num_frames - 1),
-            "object_count_error": float(sum(tr.visible.mean() for tr in tracks.values())),
+            "persistence_breaks": float(judged.sum()),
+            "object_count_error": float(count[clip.given_frames :].mean()),
         }
     step = max_plausible_step(clip)
     ok = np.ones(clip.num_frames, dtype=bool)  # ok[t]: transition t-1 -> t is fine (ok[0] unused)
@@ -118,22 +140,20 @@ def object_persistence(clip: EvalClip) -> dict[str, float]:
         sized = tr.visible & (tr.area >= area_ref / AREA_TOLERANCE) & (tr.area <= area_ref * AREA_TOLERANCE)
         jump = np.hypot(np.diff(tr.x), np.diff(tr.y))  # NaN where either frame lacks the object
         ok[1:] &= sized[1:] & sized[:-1] & (np.nan_to_num(jump, nan=np.inf) <= step)
-    count = np.zeros(clip.num_frames)
     for tr in tracks.values():
-        count += tr.visible
         if not tr.expected:
             ok[1:] &= ~tr.visible[1:]
-    breaks = int((~ok[1:]).sum())
+    breaks = int((~ok[judged]).sum())
     return {
-        "persistence": 1.0 - breaks / max(clip.num_frames - 1, 1),
+        "persistence": 1.0 - breaks / int(judged.sum()),
         "persistence_breaks": float(breaks),
-        "object_count_error": float(np.abs(count - len(expected)).mean()),
+        "object_count_error": float(np.abs(count - len(expected))[clip.given_frames :].mean()),
     }
 
 
 def temporal_metrics(clip: EvalClip) -> dict[str, float]:
     """Weight-free temporal scores of any clip: ``temporal_flickering`` ([0, 1], higher better) and
-    ``warping_error`` ([0, 3], lower better)."""
+    ``warping_error`` ([0, 1], lower better)."""
     return {
         "temporal_flickering": temporal_flickering(clip.video),
         "warping_error": warping_error(clip.video),

@@ -16,11 +16,17 @@ survive); further such components are counted in :attr:`Track.extra`. One object
 is how the world is built (captions name objects by colour). Positions are in image pixels (x right, y down)
 with pixel (row ``i``, column ``j``) centred at ``(x=j, y=i)``, the convention of the metadata's tracks, so a
 box edge lies half a pixel outside the outermost pixel centre.
+
+Which objects a clip should show (:func:`track_clip`): the metadata's, else the palette colours its prompt
+names (:func:`prompt_colors`), else those seen in the first frame. An expected object that is never found
+gets an all-invisible track, so every metric built on the tracker counts it as a failure instead of dropping
+it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +147,31 @@ def track_colors(
     return tracks
 
 
+def prompt_colors(prompt: str, palette: dict[str, tuple[int, int, int]] | None = None) -> list[str]:
+    """Palette colour names the prompt mentions as words, in order of first mention (each once)."""
+    names = list(palette or default_palette())
+    pattern = r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b"
+    return list(dict.fromkeys(m.group(1) for m in re.finditer(pattern, prompt.lower())))
+
+
+def _missing_track(color: str, rgb: tuple[int, int, int], shape: tuple[int, int, int]) -> Track:
+    """An all-invisible track of an expected object that is never found."""
+    num_frames, height, width = shape
+    nan = np.full(num_frames, np.nan)
+    return Track(
+        key=color,
+        color=color,
+        rgb=tuple(int(c) for c in rgb),
+        expected=True,
+        x=nan,
+        y=nan.copy(),
+        area=np.zeros(num_frames),
+        bbox=np.full((num_frames, 4), np.nan),
+        extra=np.zeros(num_frames),
+        masks=np.zeros((num_frames, height, width), dtype=bool),
+    )
+
+
 def track_clip(
     clip: EvalClip,
     *,
@@ -149,10 +180,11 @@ def track_clip(
 ) -> dict[str, Track]:
     """Track the objects of a synthetic-world clip.
 
-    With ground-truth metadata, tracks are keyed by object id and ``expected`` marks the metadata's objects
-    (an expected object never seen gets an all-invisible track); without it, keys are colour names and an
-    object is expected when it is visible in the first frame. Colours not expected are returned only if
-    ``include_unexpected`` (e.g. recoloured or spurious objects, which persistence counts against a clip).
+    The *expected* objects are the ground-truth metadata's objects (tracks keyed by object id); without
+    metadata, the palette colours the prompt names (keyed by colour); without either, the colours visible in
+    the first frame. An expected object that is never seen gets an all-invisible track, so it counts as a
+    failure wherever it is judged. Colours not expected are returned only if ``include_unexpected`` (e.g.
+    recoloured or spurious objects, which persistence counts against a clip).
     """
     palette = dict(palette or default_palette())
     objects = (clip.meta or {}).get("objects")
@@ -160,28 +192,17 @@ def track_clip(
         for obj in objects:  # metadata colours win (a custom palette may differ from the default one)
             palette[obj["color"]] = tuple(obj.get("rgb", palette.get(obj["color"], (0, 0, 0))))
     found = track_colors(clip.video, palette)
-    if not objects:
-        return {k: tr for k, tr in found.items() if tr.expected or include_unexpected}
+    shape = clip.video.shape[:3]
+    if objects:
+        wanted = [(str(obj["id"]), obj["color"]) for obj in objects]
+    else:
+        named = prompt_colors(clip.prompt, palette)
+        wanted = [(c, c) for c in named] if named else [(c, c) for c, tr in found.items() if tr.expected]
     out = {}
-    num_frames, height, width = clip.video.shape[:3]
-    for obj in objects:
-        tr = found.pop(obj["color"], None)
-        if tr is None:
-            nan = np.full(num_frames, np.nan)
-            tr = Track(
-                key="",
-                color=obj["color"],
-                rgb=tuple(palette[obj["color"]]),
-                expected=True,
-                x=nan,
-                y=nan.copy(),
-                area=np.zeros(num_frames),
-                bbox=np.full((num_frames, 4), np.nan),
-                extra=np.zeros(num_frames),
-                masks=np.zeros((num_frames, height, width), dtype=bool),
-            )
-        tr.key, tr.expected = str(obj["id"]), True
-        out[tr.key] = tr
+    for key, color in wanted:
+        tr = found.pop(color, None) or _missing_track(color, palette[color], shape)
+        tr.key, tr.expected = key, True
+        out[key] = tr
     if include_unexpected:
         for name, tr in found.items():
             tr.expected = False

@@ -17,8 +17,11 @@ from eval.av_sync import (
     match_events,
     onset_sync,
     peak_pick,
+    sync,
+    video_impacts,
 )
-from eval.broken import audio_shifted
+from eval.broken import audio_shifted, audio_silenced, blank, frozen
+from eval.clip import EvalClip
 
 
 def test_peak_pick_matches_librosa_rules():
@@ -45,7 +48,7 @@ def test_onsets_of_clicks_are_found_to_the_frame():
 
 def test_matching_is_one_to_one():
     assert match_events(np.array([1.0, 1.01]), np.array([1.0]), 0.05) == [(0, 0)]
-    # the reference AV-Align lets one video peak match two audio peaks (IoU 2 / (2 + 1 - 2) = 2); we do not
+    # one-to-one, as the reference since Feb 2025 (before, one video peak matched both: IoU 2 / 1 = 2)
     assert av_align_score(np.array([1.0, 1.01]), np.array([1.0]), fps=24) == pytest.approx(0.5)
     assert av_align_score(np.array([1.0, 2.0]), np.array([1.02, 2.5]), fps=24) == pytest.approx(1 / 3)
     assert av_align_score(np.array([]), np.array([1.0]), fps=24) == 0.0
@@ -65,9 +68,7 @@ def test_onset_sync_near_perfect_on_truth_after_mp4(world_mp4):
     assert max(r["onset_abs_offset_s"] for r in with_contacts) < 0.02
     silent = results["static_0"]  # no contacts and no onsets is a perfect score; the lag is undefined
     assert (
-        silent["onset_f1"] == 1.0
-        and silent["onset_abs_offset_s"] == 0.0
-        and np.isnan(silent["onset_offset_s"])
+        silent["onset_f1"] == 1.0 and silent["onset_abs_offset_s"] == 0.0 and "onset_offset_s" not in silent
     )
 
 
@@ -91,6 +92,58 @@ def test_av_align_drops_when_sound_is_shifted(world, world_mp4, moving):
 
 def test_sync_metrics_need_sound(world):
     silent = dataclasses.replace(world["fall_0"], audio=None)
-    for metric in (av_align, onset_sync):
+    for metric in (av_align, onset_sync, sync):
         with pytest.raises(MissingInput, match="audio"):
             metric(silent)
+
+
+def _bouncing_ball(bounce: int = 10, frames: int = 24) -> np.ndarray:
+    """A red disc falling 3 px a frame to frame ``bounce``, then rising 3 px a frame (72 px/s each way)."""
+    video = np.full((frames, 64, 64, 3), 20, np.uint8)
+    rows, cols = np.mgrid[:64, :64]
+    for t in range(frames):
+        y = 10 + 3 * (t if t <= bounce else 2 * bounce - t)
+        video[t][(rows - y) ** 2 + (cols - 32) ** 2 <= 16] = (230, 40, 40)
+    return video
+
+
+def test_video_impacts_are_found_at_the_bounce():
+    clip = EvalClip(_bouncing_ball(10), 24.0, prompt="A red ball bounces.")
+    assert video_impacts(clip).tolist() == pytest.approx([10 / 24])
+    still = EvalClip(np.repeat(_bouncing_ball()[:1], 24, axis=0), 24.0, prompt="A red ball.")
+    assert len(video_impacts(still)) == 0
+
+
+def _click_track(times: list[float], seconds: float = 1.0, sr: int = 16000) -> np.ndarray:
+    audio = np.zeros((1, int(seconds * sr)), np.float32)
+    rng = np.random.default_rng(0)
+    for t in times:
+        i = int(t * sr)
+        audio[0, i : i + 800] += 0.5 * np.exp(-np.arange(800) / 100) * rng.standard_normal(800)
+    return audio
+
+
+def test_sync_compares_the_clip_with_itself():
+    video = _bouncing_ball(10)
+    on_time = sync(EvalClip(video, 24.0, audio=_click_track([10 / 24]), prompt="A red ball bounces."))
+    assert on_time["sync_f1"] == 1.0 and on_time["sync_lag_s"] == pytest.approx(0.0, abs=0.015)
+    late = sync(EvalClip(video, 24.0, audio=_click_track([10 / 24 + 0.2]), prompt="A red ball bounces."))
+    assert late["sync_f1"] == 0.0 and late["sync_lag_s"] == pytest.approx(0.2, abs=0.015)
+    silent = sync(EvalClip(video, 24.0, audio=np.zeros((1, 16000), np.float32), prompt="A red ball bounces."))
+    assert silent["sync_f1"] == 0.0 and "sync_lag_s" not in silent
+    nothing = sync(EvalClip(np.repeat(video[:1], 24, axis=0), 24.0, audio=np.zeros((1, 16000), np.float32)))
+    assert "sync_f1" not in nothing  # nothing seen and nothing heard: no such content
+
+
+def test_sync_high_on_truth_and_low_when_shifted_silenced_or_frozen(world, world_mp4, moving):
+    truth = {k: sync(world_mp4[k])["sync_f1"] for k in moving}
+    assert np.mean(list(truth.values())) >= 0.75 and min(truth.values()) >= 0.6
+    for shift in (0.2, -0.2):
+        shifted = [sync(audio_shifted(world[k], shift)) for k in moving]
+        assert np.mean([r["sync_f1"] for r in shifted]) < np.mean(list(truth.values())) - 0.5
+        assert all(r["sync_lag_s"] == pytest.approx(shift, abs=0.03) for r in shifted)
+    for breaker in (audio_silenced, frozen, blank):
+        assert all(sync(breaker(world[k]))["sync_f1"] == 0.0 for k in moving), breaker.__name__
+    assert "sync_f1" not in sync(world_mp4["static_0"])
+    # the onset agreement with the ground-truth timeline never looks at the video; sync does
+    assert sync(frozen(world["fall_0"]))["sync_f1"] == 0.0 < onset_sync(frozen(world["fall_0"]))["onset_f1"]

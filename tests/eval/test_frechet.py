@@ -11,14 +11,17 @@ import torch
 from scipy import linalg
 from torch import nn
 
-from eval.broken import from_synthetic, gravity_reversed, shuffled
+from eval.broken import audio_silenced, from_synthetic, gravity_reversed, shuffled, vanished
 from eval.frechet import (
+    MIN_SCALE,
     TRAJECTORY_FEATURES,
     I3DFeatures,
+    audio_frechet_distance,
     frechet_distance,
     frechet_trajectory_distance,
     fvd,
     gaussian_stats,
+    standardised_frechet,
     trajectory_features,
 )
 
@@ -111,3 +114,37 @@ def test_trajectory_distance_small_between_true_worlds_and_large_for_broken_phys
     for breaker in (gravity_reversed, shuffled):
         broken = frechet_trajectory_distance([breaker(c) for c in other_world], reference)["ftd"]
         assert broken > 3 * truth, breaker.__name__
+
+
+def test_ftd_standardisation_on_a_hand_computed_case():
+    # feature 0: reference [0, 2] (std 1); feature 1 ("visible"): reference [1, 1], std 0 -> scale MIN_SCALE
+    reference = np.array([[0.0, 1.0], [2.0, 1.0]])
+    generated = np.array([[0.0, 1.0], [2.0, 0.8]])
+    # standardised: reference [[-1, 0], [1, 0]], generated [[-1, 0], [1, -2]]; mean difference (0, -1),
+    # covariances diag(2, 0) and [[2, -2], [-2, 2]]; Tr sqrt(S_r^1/2 S_g S_r^1/2) = sqrt(4) = 2
+    # FD = 1 + 2 + 4 - 2 * 2 = 3 (with std + 1e-3 the second feature alone gave ~1e4 + 8e4)
+    assert MIN_SCALE == 0.1
+    assert standardised_frechet(generated, reference, ridge=0.0) == pytest.approx(3.0, abs=1e-9)
+    assert standardised_frechet(reference, reference, ridge=0.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_ftd_is_not_dominated_by_visibility(world_mp4, other_world):
+    reference = [c for c in world_mp4.values() if c.meta["family"] != "static"]
+    truth = frechet_trajectory_distance(other_world, reference)["ftd"]
+    # one object of every clip seen in only half the frames: a real but bounded change, not 1e5
+    half_seen = frechet_trajectory_distance([vanished(c) for c in other_world], reference)["ftd"]
+    assert truth < half_seen < 100
+
+
+def test_audio_fd_small_between_true_worlds_and_large_when_silenced(world_mp4, other_world):
+    reference = list(world_mp4.values())
+    truth = audio_frechet_distance(other_world, reference)
+    assert truth["audio_fd_clips_generated"] == len(other_world) and truth["audio_fd_skipped"] == 0
+    silenced = audio_frechet_distance([audio_silenced(c) for c in other_world], reference)["audio_fd"]
+    quiet = [dataclasses.replace(c, audio=c.audio / 4) for c in other_world]
+    assert silenced > 10 * truth["audio_fd"]
+    assert audio_frechet_distance(quiet, reference)["audio_fd"] > 2 * truth["audio_fd"]
+    mute = [dataclasses.replace(other_world[0], audio=None), *other_world[1:]]
+    assert audio_frechet_distance(mute, reference)["audio_fd_skipped"] == 1
+    with pytest.raises(ValueError, match="sound on both sides"):
+        audio_frechet_distance([dataclasses.replace(c, audio=None) for c in other_world], reference)

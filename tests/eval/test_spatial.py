@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from eval import MissingInput
-from eval.broken import mirrored, recoloured
+from eval.broken import blank, mirrored, objects_removed, recoloured
+from eval.clip import EvalClip
 from eval.spatial import (
     Detection,
     ObjectRef,
@@ -43,6 +44,19 @@ RED, BLUE = ObjectRef("red", "circle"), ObjectRef("blue", "box")
         ),
         ("The red ball rolls to the left and bounces off the left wall.", []),
         ("A red ball falls. The blue box is to the left of it.", []),
+        # "right" meaning correct is no place
+        ("The red ball hits the floor at the right moment.", []),
+        ("The red ball lands in the right spot at the right time.", []),
+        # an object the prompt moves: its relations are about the start
+        (
+            "A red ball is to the left of a blue box. The red ball falls.",
+            [Relation(RED, "left of", BLUE, initial=True)],
+        ),
+        # a resting object's start position is a state of the whole clip
+        (
+            "At the bottom right, a blue box rests on the floor.",
+            [Relation(BLUE, "right of", None, False), Relation(BLUE, "below", None, False)],
+        ),
     ],
 )
 def test_parse_relations(prompt, expected):
@@ -94,11 +108,64 @@ def test_detector_is_pluggable():
         "spatial_correct": 1.0,
         "spatial_pass": 1.0,
         "spatial_relations": 1.0,
+        "left_right_accuracy": 1.0,
+        "left_right_correct": 1.0,
+        "left_right_relations": 1.0,
     }
     right = spatial_adherence(clip, _FixedDetector({"red": (40, 20, 50, 30), "blue": (0, 20, 10, 30)}))
     assert right["spatial_score"] == pytest.approx(0.4) and right["spatial_pass"] == 0.0
+    assert right["left_right_accuracy"] == 0.0 and "vertical_accuracy" not in right
     with pytest.raises(MissingInput):
         spatial_adherence(dataclasses.replace(clip, prompt="A red ball falls."))
+
+
+class _FrameDetector:
+    """Boxes chosen per frame from the frame's first pixel: 1 -> red left of blue, 0 -> mirrored."""
+
+    def detect(self, frames, ref):
+        boxes = {1: {"red": (0, 20, 10, 30), "blue": (40, 20, 50, 30)}, 0: {"red": (40, 20, 50, 30)}}
+        boxes[0]["blue"] = (0, 20, 10, 30)
+        return [[Detection(boxes[int(f[0, 0, 0])][ref.color])] for f in frames]
+
+
+def _marked_clip(correct: list[bool], prompt: str, given_frames: int = 0) -> EvalClip:
+    video = np.zeros((len(correct), 8, 8, 3), np.uint8)
+    video[np.asarray(correct), 0, 0, 0] = 1
+    return EvalClip(video, 24.0, prompt=prompt, given_frames=given_frames)
+
+
+def test_half_credit_fails_the_strict_pass():
+    # one of two horizontal relations right on every frame: 0.5 correct, which must not pass
+    clip = _marked_clip(
+        [True] * 16, "The red ball is left of the blue box. The blue box is left of the red ball."
+    )
+    result = spatial_adherence(clip, _FrameDetector())
+    assert result["left_right_correct"] == 0.5 and result["left_right_accuracy"] == 0.0
+    assert result["spatial_pass"] == 0.0
+
+
+def test_states_are_judged_on_every_frame_and_start_relations_on_the_first():
+    late = [True] + [False] * 15  # right at the start only
+    state = spatial_adherence(_marked_clip(late, "The red ball is left of the blue box."), _FrameDetector())
+    assert state["left_right_correct"] == pytest.approx(1 / 16) and state["left_right_accuracy"] == 0.0
+    start = _marked_clip(late, "At first, the red ball is left of the blue box.")
+    assert spatial_adherence(start, _FrameDetector())["left_right_accuracy"] == 1.0
+
+
+def test_conditioned_clips_are_judged_on_generated_frames_only():
+    given = [True] * 12 + [False] * 8  # the 12 given frames are right, the 8 generated ones wrong
+    prompt = "The red ball is left of the blue box."
+    assert spatial_adherence(_marked_clip(given, prompt), _FrameDetector())["left_right_accuracy"] == 1.0
+    conditioned = spatial_adherence(_marked_clip(given, prompt, given_frames=12), _FrameDetector())
+    assert conditioned["left_right_correct"] == 0.0 and conditioned["left_right_accuracy"] == 0.0
+    with pytest.raises(MissingInput, match="given first frame"):  # a start relation is the given frame's
+        spatial_adherence(_marked_clip(given, "At first, " + prompt, given_frames=1), _FrameDetector())
+
+
+def test_a_missing_object_fails_the_relation():
+    clip = _marked_clip([True] * 16, "The red ball is left of the blue box.")
+    result = spatial_adherence(clip, _FixedDetector({"red": (0, 20, 10, 30)}))
+    assert result["left_right_correct"] == 0.0 and result["left_right_accuracy"] == 0.0
 
 
 def _relation_prompts(clip) -> list[str]:
@@ -139,10 +206,21 @@ def test_generated_captions_score_high_on_truth_and_low_when_mirrored(world, wor
     assert len(usable) >= 5
     truth = [spatial_adherence(world_mp4[k]) for k in usable]
     flipped = [spatial_adherence(mirrored(world[k])) for k in usable]
-    assert np.mean([r["spatial_pass"] for r in truth]) >= 0.9
-    assert np.mean([r["spatial_correct"] for r in truth]) >= 0.85
-    assert np.mean([r["spatial_pass"] for r in flipped]) <= 0.3
+    assert all(r["left_right_accuracy"] == 1.0 for r in truth)
+    assert np.mean([r["left_right_correct"] for r in truth]) >= 0.95
+    assert all(r["left_right_accuracy"] == 0.0 for r in flipped)
+    assert np.mean([r["left_right_correct"] for r in flipped]) <= 0.1
+    # vertical relations are reported apart: mirroring keeps them, so they must not dilute left/right
+    vertical = [(t, f) for t, f in zip(truth, flipped, strict=True) if "vertical_accuracy" in t]
+    assert len(vertical) >= 3
+    assert all(t["vertical_accuracy"] == f["vertical_accuracy"] == 1.0 for t, f in vertical)
     assert np.mean([r["spatial_score"] for r in flipped]) < np.mean([r["spatial_score"] for r in truth]) - 0.3
+
+
+def test_blank_and_objects_removed_fail_left_right(world):
+    for key in ("fall_0", "throw_1", "static_0"):
+        assert spatial_adherence(blank(world[key]))["left_right_accuracy"] == 0.0, key
+        assert spatial_adherence(objects_removed(world[key]))["left_right_correct"] == 0.0, key
 
 
 def test_missing_object_lowers_the_score(world):
