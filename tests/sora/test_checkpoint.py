@@ -242,7 +242,7 @@ def test_truncated_safetensors_is_a_clear_error(word_weights, keep):
         checkpoint.load_safetensors(path)
 
 
-# ---- sharded checkpoints ------------------------------------------------------------------------------------
+# ---- sharded checkpoints ----------------------------------------------------------------------------------
 
 
 def test_sharded_metadata_pickle_payload_is_refused(tmp_path):
