@@ -262,7 +262,6 @@ def export(
     }
     (out / "config.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     (out / "README.md").write_text(model_card({**manifest, "folder": str(out)}, params))
-    (out / "export.log").unlink(missing_ok=True)  # left by Hydra's file logging in earlier versions
     return out
 
 
