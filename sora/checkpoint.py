@@ -448,6 +448,7 @@ def load_network(
     device: str | torch.device = "cpu",
     stored_dtype: torch.dtype | None = None,
     where: str | None = None,
+    copy: bool = True,
 ) -> nn.Module:
     """Build ``config``'s network and load ``weights`` into it: the one safe network loader (eval mode).
 
@@ -455,7 +456,10 @@ def load_network(
     sizes bounded and target allow-listed (:func:`build_module`), parameters built on the meta device, the
     parameter count bounded (:data:`MAX_PARAMETERS`), every tensor's name, shape and dtype checked
     (:func:`check_tensors`; ``stored_dtype``: what the floating tensors must be stored as), then the tensors
-    read one by one onto ``device`` (cast to ``dtype`` when given) and assigned to the network.
+    read one by one onto ``device`` (cast to ``dtype`` when given) and assigned to the network: one copy
+    in memory. Each tensor is copied out of the file (safetensors and ``mmap`` checkpoints map it: a
+    network aliasing a file that a running job rewrites would change or crash); ``copy=False`` assigns the
+    given tensors themselves (a state dict the caller owns).
     """
     where = where or (str(weights) if isinstance(weights, (str, Path)) else str(config.get("_target_")))
     net = build_module(config, empty=True)
@@ -464,9 +468,9 @@ def load_network(
     expected = net.state_dict(keep_vars=True)
     device = torch.device(device)
 
-    def place(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(device)
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    def place(t: torch.Tensor, copy: bool) -> torch.Tensor:
+        target = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        return t.to(device=device, dtype=target, copy=copy)
 
     if isinstance(weights, (str, Path)):
         from safetensors import safe_open
@@ -476,11 +480,11 @@ def load_network(
         state = {}
         with safe_open(str(weights), framework="pt", device=str(device)) as f:
             for name in expected:
-                state[name] = place(f.get_tensor(name))
+                state[name] = place(f.get_tensor(name), copy=True)  # get_tensor maps the file
     else:
         specs = {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in weights.items()}
         check_tensors(expected, specs, where, stored_dtype)
-        state = {name: place(weights[name]) for name in expected}
+        state = {name: place(weights[name], copy) for name in expected}
     net.load_state_dict(state, strict=True, assign=True)
     net.to(device)  # the buffers that are not saved (e.g. mel filterbanks)
     if any(t.is_meta for t in net.state_dict().values()):  # pragma: no cover - internal invariant

@@ -185,8 +185,23 @@ def test_load_network_reads_weights_into_the_network_once(word_weights):
     for (k, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    assigned = checkpoint.load_network(WORD, state)
+    assigned = checkpoint.load_network(WORD, state, copy=False)
     assert assigned.token_embed.weight.data_ptr() == state["token_embed.weight"].data_ptr()  # no copy
+    copied = checkpoint.load_network(WORD, state)
+    assert copied.token_embed.weight.data_ptr() != state["token_embed.weight"].data_ptr()
+    assert torch.equal(copied.token_embed.weight, state["token_embed.weight"])
+
+
+def test_loaded_weights_do_not_alias_the_file(word_weights):
+    """safetensors maps the file: a network that kept those pages would change when the file is rewritten."""
+    net, path = word_weights
+    loaded = checkpoint.load_network(WORD, path)
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)  # zero the last tensor's tail, in place (same inode, as an overwrite does)
+    with open(path, "r+b") as f:
+        f.write(data)
+    for (k, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
     half = checkpoint.load_network(WORD, path, dtype=torch.bfloat16)
     assert half.token_embed.weight.dtype == torch.bfloat16 and not half.token_embed.weight.is_meta
 
