@@ -352,3 +352,42 @@ def test_unknown_export_format_and_networks_are_refused(exported, tmp_path):
     (folder / "config.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="unknown network 'shell'"):
         AVPipeline.from_pretrained(folder)
+
+
+@pytest.mark.slow
+def test_a_real_training_run_exports_and_travels_bitwise(latent_shards, tmp_path):
+    """The same journey from a checkpoint Lightning wrote (one DiT step on the latent cache, EMA on)."""
+    import train
+    from sora.config import compose
+
+    run = tmp_path / "run"
+    cfg = compose(
+        "train",
+        [
+            "experiment=dit_tiny",
+            "trainer=cpu",
+            "trainer.max_steps=1",
+            "logger=csv",
+            f"out_dir={run}",
+            "callbacks.samples=null",
+            "module.compile=false",
+            f"data.train_urls={latent_shards}/shard-*.tar",
+            "data.batch_size=2",
+            "data.max_tokens=null",
+            "data.num_workers=0",
+            "data.resampled=false",
+            "data.epoch_samples=null",
+        ],
+    )
+    ckpt = Path(train.run(cfg)["checkpoint"])
+    expected = AVPipeline.from_pretrained(ckpt).generate(GenerationRequest(**REQUEST))
+    folder = export(ckpt, tmp_path / "export")
+    manifest = json.loads((folder / "config.json").read_text())
+    assert manifest["training"]["global_step"] == 1
+    assert manifest["training"]["data"]["samples_consumed"] >= 2
+    assert manifest["training"]["run"]["train_urls"] == f"{latent_shards}/shard-*.tar"
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "model")
+    shutil.rmtree(folder)
+    shutil.rmtree(run)
+    got = sample_in_fresh_process(moved, tmp_path)
+    assert np.array_equal(got["video"], expected.video) and np.array_equal(got["audio"], expected.audio)
