@@ -391,3 +391,24 @@ def test_a_real_training_run_exports_and_travels_bitwise(latent_shards, tmp_path
     shutil.rmtree(run)
     got = sample_in_fresh_process(moved, tmp_path)
     assert np.array_equal(got["video"], expected.video) and np.array_equal(got["audio"], expected.audio)
+
+
+def test_reference_to_a_hub_cached_encoder_is_found_in_the_cache(
+    tiny_av_checkpoint, hf_encoder_factory, tmp_path, monkeypatch
+):
+    """A referenced encoder trained from the hub cache: repo id and revision are read from the cache path,
+    and on another machine the same revision is found in that machine's cache (no network)."""
+    import huggingface_hub
+
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--acme--tiny-t5" / "snapshots" / rev
+    shutil.copytree(hf_encoder_factory(0), snapshot)
+    ckpt = write_checkpoint(tmp_path / "run", tiny_av_checkpoint, _hf_config(snapshot))
+    expected = AVPipeline.from_pretrained(ckpt).generate(GenerationRequest(**REQUEST))
+    folder = export(ckpt, tmp_path / "export", text_encoder="reference")
+    te = json.loads((folder / "config.json").read_text())["text_encoder_source"]
+    assert (te["repo_id"], te["revision"]) == ("acme/tiny-t5", rev)
+    cache = shutil.move(tmp_path / "hub", tmp_path / "other_machine_hub")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    clip = AVPipeline.from_pretrained(folder).generate(GenerationRequest(**REQUEST))
+    assert np.array_equal(clip.video, expected.video)
