@@ -412,3 +412,17 @@ def test_reference_to_a_hub_cached_encoder_is_found_in_the_cache(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     clip = AVPipeline.from_pretrained(folder).generate(GenerationRequest(**REQUEST))
     assert np.array_equal(clip.video, expected.video)
+
+
+def test_bundled_hf_config_sizes_are_bounded(tiny_av_checkpoint, hf_encoder_factory, tmp_path):
+    ckpt = write_checkpoint(tmp_path / "run", tiny_av_checkpoint, _hf_config(hf_encoder_factory(0)))
+    folder = export(ckpt, tmp_path / "export")
+    hf_config = folder / "text_encoder" / "config.json"
+    cfg = json.loads(hf_config.read_text())
+    hf_config.write_text(json.dumps({**cfg, "num_layers": 100_000}))
+    with pytest.raises(ValueError, match=r"text_encoder/config.json: num_layers=100000 is out of bounds"):
+        AVPipeline.from_pretrained(folder)
+    hf_config.write_text(json.dumps(cfg))
+    (folder / "text_encoder" / "model.safetensors").rename(folder / "text_encoder" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"no safetensors weights \(pytorch_model.bin\); pickled weights"):
+        AVPipeline.from_pretrained(folder)
