@@ -426,3 +426,12 @@ def test_bundled_hf_config_sizes_are_bounded(tiny_av_checkpoint, hf_encoder_fact
     (folder / "text_encoder" / "model.safetensors").rename(folder / "text_encoder" / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"no safetensors weights \(pytorch_model.bin\); pickled weights"):
         AVPipeline.from_pretrained(folder)
+
+
+@pytest.mark.gpu
+def test_from_pretrained_loads_straight_to_cuda_in_bf16(exported):
+    pipe = AVPipeline.from_pretrained(exported, dtype="bf16", device="cuda")
+    dit = next(pipe.dit.parameters())
+    assert dit.is_cuda and dit.dtype == torch.bfloat16
+    assert all(t.is_cuda for t in pipe.video_vae.state_dict().values())
+    assert pipe.generate(GenerationRequest(**REQUEST)).video.shape == (9, 32, 32, 3)
