@@ -132,6 +132,8 @@ def load_text_encoder(
         where = folder / str(config["path"])
     else:
         where = Path(str(config["path"]))
+        if not (where / "config.json").is_file() and source.get("repo_id"):
+            where = _hub_cache(source["repo_id"], source.get("revision")) or where
     if not (where / "config.json").is_file():
         raise FileNotFoundError(_what_to_provide(folder, source, where, given=text_encoder_path is not None))
     if mode == "bundled" and text_encoder_path is None:
@@ -152,6 +154,16 @@ def load_text_encoder(
                 f"({_name(source)}); pass the right folder, or verify_text_encoder=False to use it anyway"
             )
     return encoder
+
+
+def _hub_cache(repo_id: str, revision: str | None) -> Path | None:
+    """The folder of ``repo_id`` at ``revision`` in the local Hugging Face cache, if there (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, or huggingface_hub missing: the caller says what to provide
+        return None
 
 
 def _name(source: Mapping[str, Any]) -> str:
