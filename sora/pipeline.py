@@ -30,9 +30,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sora import media
-from sora.checkpoint import build_module, config_hash, load_safetensors, load_torch_checkpoint, sub_state_dict
+from sora.checkpoint import (
+    HF_TEXT_ENCODER,
+    build_module,
+    checkpoint_state,
+    config_hash,
+    load_network,
+    load_torch_checkpoint,
+    refuse_remote,
+)
 from sora.diffusion.flow import add_noise, audio_prefix_mask, token_count_shift
 from sora.diffusion.sampler import Condition, guided, sample, sigma_schedule
+from sora.export_format import CAST_NETWORKS, parse_dtype, read_manifest, training_summary
 
 MODES = ("t2av", "i2v", "extend", "v2a", "a2v", "remix", "storyboard")
 NETWORKS = ("dit", "text_encoder", "video_vae", "audio_vae")
@@ -148,17 +157,57 @@ class AVPipeline:
         self.flow = flow or {}
         self.autocast_dtype = autocast_dtype
         self.config_hash = config_hash(configs)
+        self.training_info: dict = {}  # steps and data of the checkpoint it came from (for the model card)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> AVPipeline:
-        """An export folder (``config.json`` + safetensors) or a Lightning ``.ckpt`` of the DiT stage."""
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        use_ema: bool = True,
+        text_encoder_path: str | Path | None = None,
+        verify_text_encoder: bool = True,
+        **kwargs: Any,
+    ) -> AVPipeline:
+        """Load an export folder (``config.json`` + safetensors), a Lightning ``.ckpt`` of the DiT stage, or a
+        sharded checkpoint folder; never a URL.
+
+        Networks are built with their parameters on the meta device and every tensor is checked (name, shape,
+        dtype) before it is read straight into them on ``device``: one copy in memory. ``dtype`` (``"bf16"``,
+        ``torch.float16``, ...) casts the DiT and a trained text encoder, the bulk of the parameters; the VAEs
+        stay float32 (small, and decoded in full precision). ``text_encoder_path``: the folder of a Hugging
+        Face text encoder an export references instead of bundling (or to replace the recorded one);
+        its weights must match the fingerprint in ``config.json`` unless ``verify_text_encoder=False``.
+        ``use_ema`` picks EMA or raw weights of a checkpoint (an export holds the weights chosen when it was
+        written). Other keyword arguments go to the constructor (``autocast_dtype``).
+        """
+        from sora.checkpoint_sharded import is_sharded_checkpoint
+
+        refuse_remote(path, "model")
         path = Path(path)
-        return cls.from_export(path, **kwargs) if path.is_dir() else cls.from_checkpoint(path, **kwargs)
+        common = dict(dtype=dtype, device=device, text_encoder_path=text_encoder_path, **kwargs)
+        if path.is_dir() and not is_sharded_checkpoint(path):
+            return cls.from_export(path, verify_text_encoder=verify_text_encoder, **common)
+        return cls.from_checkpoint(path, use_ema=use_ema, **common)
+
+    load = from_pretrained  # the name used before from_pretrained existed
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, use_ema: bool = True, **kwargs: Any) -> AVPipeline:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        use_ema: bool = True,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        text_encoder_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> AVPipeline:
+        """A DiT-stage Lightning ``.ckpt`` (memory-mapped) or sharded checkpoint folder (consolidated)."""
         ckpt = load_torch_checkpoint(path)
         hp = ckpt.get("hyper_parameters") or {}
         if not hp.get("dit") or not hp.get("video_vae"):
@@ -166,42 +215,69 @@ class AVPipeline:
                 f"{path} is not an AV-DiT training checkpoint with a video VAE (hyper-parameters: "
                 f"{sorted(hp)})"
             )
-        ema = ckpt.get("ema_state_dict") if use_ema else None
-        nets = {}
+        dtype = parse_dtype(dtype)
+        nets: dict[str, nn.Module | None] = {}
         for name in NETWORKS:
-            if not hp.get(name):
+            config = hp.get(name)
+            if not config:
                 nets[name] = None
-                continue
-            state = sub_state_dict(ckpt["state_dict"], name)
-            if ema:
-                state.update(sub_state_dict(ema, name))
-            nets[name] = build_module(hp[name])
-            nets[name].load_state_dict(state)
+            elif config.get("_target_") == HF_TEXT_ENCODER:
+                given = {"path": str(text_encoder_path)} if text_encoder_path else {}
+                nets[name] = build_module(config, **given)
+            else:
+                state = checkpoint_state(ckpt, name, use_ema=use_ema)
+                cast = dtype if name in CAST_NETWORKS else None
+                nets[name] = load_network(config, state, dtype=cast, device=device, where=f"{path}: {name}")
         configs = {n: hp[n] for n in NETWORKS if hp.get(n)}
-        return cls(**nets, configs=configs, sampling=hp.get("sampling"), flow=hp.get("flow"), **kwargs)
+        sampling, flow = hp.get("sampling"), hp.get("flow")
+        pipe = cls(**nets, configs=configs, sampling=sampling, flow=flow, device=device, **kwargs)
+        pipe.training_info = training_summary(ckpt)
+        return pipe
 
     @classmethod
-    def from_export(cls, folder: str | Path, *, use_ema: bool = True, **kwargs: Any) -> AVPipeline:
-        """Load an export folder (``use_ema`` is accepted for symmetry: an export holds one set of weights,
-        chosen when it was written)."""
+    def from_export(
+        cls,
+        folder: str | Path,
+        *,
+        use_ema: bool = True,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        text_encoder_path: str | Path | None = None,
+        verify_text_encoder: bool = True,
+        **kwargs: Any,
+    ) -> AVPipeline:
+        """Load an export folder (see :meth:`from_pretrained`; ``use_ema`` is accepted for symmetry)."""
+        from sora.text_encoder_files import load_text_encoder
+
         folder = Path(folder)
-        manifest_path = folder / "config.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{folder} is not an export folder: no config.json")
-        manifest = json.loads(manifest_path.read_text())
-        nets = {name: None for name in NETWORKS}
-        for name, cfg in manifest["networks"].items():
-            if name not in NETWORKS:
-                raise ValueError(f"unknown network {name!r} in {manifest_path}")
-            nets[name] = build_module(cfg)
-            nets[name].load_state_dict(load_safetensors(folder / f"{name}.safetensors"))
-        return cls(
+        manifest = read_manifest(folder)
+        dtype = parse_dtype(dtype)
+        stored = manifest.get("dtypes") or {}
+        nets: dict[str, nn.Module | None] = {name: None for name in NETWORKS}
+        for name, config in manifest["networks"].items():
+            if config.get("_target_") == HF_TEXT_ENCODER:
+                source = manifest.get("text_encoder_source")
+                nets[name] = load_text_encoder(folder, config, source, text_encoder_path, verify_text_encoder)
+                continue
+            cast = dtype if name in CAST_NETWORKS else None
+            nets[name] = load_network(
+                config,
+                folder / f"{name}.safetensors",
+                dtype=cast,
+                device=device,
+                stored_dtype=parse_dtype(stored.get(name)),
+            )
+        pipe = cls(
             **nets,
             configs=manifest["networks"],
             sampling=manifest.get("sampling"),
             flow=manifest.get("flow"),
+            device=device,
             **kwargs,
         )
+        pipe.config_hash = manifest.get("model_config_hash") or pipe.config_hash
+        pipe.training_info = manifest.get("training") or {}
+        return pipe
 
     @classmethod
     def from_module(cls, module: nn.Module, **kwargs: Any) -> AVPipeline:

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sora.checkpoint import refuse_remote
 from sora.config import CONF_DIR, save_resolved_config
 from sora.training.resume import RandomState, checkpoint_step, resolve_ckpt_path
 
@@ -61,6 +62,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("module") is None:
         names = ", ".join(available_experiments()) or "(none yet)"
         raise ValueError(f"no training module selected: pass experiment=<name>; available: {names}")
+    refuse_remote(cfg.get("ckpt_path"), "checkpoint (ckpt_path)")  # Lightning unpickles http(s) ones fully
     out_dir = Path(cfg.out_dir)
     save_resolved_config(cfg, out_dir)
     with log_to_file(out_dir / "train.log"):
