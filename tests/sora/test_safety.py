@@ -61,6 +61,8 @@ def test_reencode_and_remux_no_longer_look_like_a_real_clip(setup, tmp_path):
         report = safety.verify(path, key=key)
         assert report["manifest"]["status"] == "absent"
         assert report["verdict"] == "watermarked", report["watermark"]
+        marks = report["watermark"]["keys"]["signing key"]
+        assert marks["video"]["detected"] and marks["audio"]["detected"], marks  # each modality on its own
     real = safety.verify(camera, key=key)
     assert real["verdict"] == "no provenance found" and real["watermark"]["detected_with"] is None
 
