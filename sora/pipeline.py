@@ -520,14 +520,15 @@ def save_clip(
     if watermark:
         video = wm.apply_watermark(video, watermark_text, watermark_opacity)
     mark_key = provenance.watermark_key(signing_key) if signing_key is not None else wm.PUBLIC_KEY_LABEL
+    marks: dict[str, Any] = {"visible": bool(watermark), "invisible": bool(invisible_watermark)}
     if invisible_watermark:
         video = wm.embed_video(video, mark_key)
-        if audio is not None:
-            audio = wm.embed_audio(audio, clip.sample_rate, mark_key)
-    req = clip.request
-    marks = {"visible": bool(watermark), "invisible": bool(invisible_watermark)}
-    if invisible_watermark:
         marks["invisible_key"] = "signing key" if signing_key is not None else "public"
+        if audio is not None and clip.sample_rate > 2 * wm.AUDIO_BAND[1]:
+            audio = wm.embed_audio(audio, clip.sample_rate, mark_key)
+        elif audio is not None:  # the mark's band does not fit: say so rather than fail the clip
+            marks["invisible_audio"] = f"none: {clip.sample_rate} Hz is below the mark's band"
+    req = clip.request
     record = provenance.claims(
         prompt=req.prompt,
         seed=req.seed,
