@@ -8,7 +8,8 @@ detection rate of marked clips after each attack. Every clip goes through H.264 
 
 Attacks: ``none`` (the saved clip), ``reencode23``/``reencode28`` (decode and encode again at crf 23, the
 ffmpeg default, or 28), ``crop10`` (10 % of width
-and height cut, at a random corner or centred, then encoded), ``resize48``/``resize96`` (scaled, then encoded),
+and height cut, at a random corner or centred, then encoded), ``resize48``/``resize96`` (scaled, then
+encoded),
 ``crop10_resize64`` (cropped 10 % and scaled back to 64x64, the usual "crop and re-upload").
 """
 
@@ -29,7 +30,7 @@ ATTACKS = ("none", "reencode23", "reencode28", "crop10", "resize48", "resize96",
 
 def natural_clip(rng: np.random.Generator, frames: int = 17, size: int = 64, sr: int = 16000) -> tuple:
     """A natural-looking clip: a colour 1/f texture seen by a panning/zooming camera, lighting drift, sensor
-    noise; sound: pink noise with a few decaying partials (an ambience with events). Returns (video, audio)."""
+    noise; sound: pink noise with a few decaying partials (ambience, events). Returns (video, audio)."""
     big = size * 2
     fy, fx = np.meshgrid(np.fft.fftfreq(big), np.fft.fftfreq(big), indexing="ij")
     radius = np.sqrt(fx**2 + fy**2)
@@ -129,7 +130,8 @@ def _skipped(*_args, **_kwargs) -> watermark.Detection:
 def measure(
     clips: int, keys: int, seed: int = 0, families: tuple[str, ...] = FAMILIES, video: bool = True
 ) -> dict:
-    """False positives of ``keys`` keys on ``clips`` unmarked clips per family, and detection after each attack
+    """False positives of ``keys`` keys on ``clips`` unmarked clips per family, and detection after each
+    attack
     (raw scores under ``scores`` so that any threshold can be evaluated)."""
     detect_video = watermark.detect_video if video else _skipped
     rng = np.random.default_rng(seed)
