@@ -632,24 +632,47 @@ def save_clip(
     watermark: bool = True,
     watermark_text: str = "AI",
     watermark_opacity: float = 0.6,
+    invisible_watermark: bool = True,
+    signing_key: Any = None,
+    model_hash: str | None = None,
     save_latents: bool = False,
 ) -> Path:
-    """Write ``clip`` as H.264 + AAC mp4 with provenance metadata (and the visible watermark unless disabled);
-    with ``save_latents`` also ``<path>.latents.safetensors``."""
-    from sora import safety
+    """Write ``clip`` as H.264 + AAC mp4 with its provenance record (and, with ``save_latents``,
+    ``<path>.latents.safetensors``).
+
+    The frames get the visible moving mark (unless ``watermark`` is off) and, with ``invisible_watermark``,
+    the keyed invisible marks in the frames and the sound (:mod:`sora.watermark`). ``signing_key`` (an ed25519
+    private key or its path, see ``python -m sora.safety keygen``) signs the record (:mod:`sora.provenance`)
+    and keys the invisible marks; without it the record is unsigned and the marks use the public key."""
+    from sora import provenance
+    from sora import watermark as wm
     from sora.checkpoint import save_safetensors
 
     path = Path(path)
-    video = safety.apply_watermark(clip.video, watermark_text, watermark_opacity) if watermark else clip.video
+    if signing_key is not None and not hasattr(signing_key, "sign"):
+        signing_key = provenance.load_private_key(signing_key)
+    video, audio = clip.video, clip.audio
+    if watermark:
+        video = wm.apply_watermark(video, watermark_text, watermark_opacity)
+    mark_key = provenance.watermark_key(signing_key) if signing_key is not None else wm.PUBLIC_KEY_LABEL
+    marks: dict[str, Any] = {"visible": bool(watermark), "invisible": bool(invisible_watermark)}
+    if invisible_watermark:
+        video = wm.embed_video(video, mark_key)
+        marks["invisible_key"] = "signing key" if signing_key is not None else "public"
+        if audio is not None and clip.sample_rate > 2 * wm.AUDIO_BAND[1]:
+            audio = wm.embed_audio(audio, clip.sample_rate, mark_key)
+        elif audio is not None:  # the mark's band does not fit: say so rather than fail the clip
+            marks["invisible_audio"] = f"none: {clip.sample_rate} Hz is below the mark's band"
     req = clip.request
-    record = safety.provenance(
+    record = provenance.claims(
         prompt=req.prompt,
         seed=req.seed,
         config_hash=config_hash,
         mode=req.mode,
-        extra={"watermark": bool(watermark), "steps": req.steps, "solver": req.solver},
+        model_hash=model_hash,
+        extra={"watermark": marks, "steps": req.steps, "solver": req.solver},
     )
-    media.write_mp4(path, video, clip.fps, clip.audio, clip.sample_rate, metadata=record)
+    provenance.write_clip(path, video, clip.fps, audio, clip.sample_rate, record, signing_key)
     if save_latents and clip.latents:
         save_safetensors(
             {k: v.contiguous() for k, v in clip.latents.items()}, path.with_suffix(".latents.safetensors")
@@ -657,82 +680,213 @@ def save_clip(
     return path
 
 
-def load_requests(cfg: Any) -> list[GenerationRequest]:
-    """Requests from ``prompt`` / ``shots`` or ``prompts_file`` (.txt: one prompt a line; .jsonl: request fields)."""
+@dataclass
+class BadRequest:
+    """A request that could not be read (``source`` names the file and line) and why."""
+
+    index: int
+    source: str
+    reason: str
+    prompt: str | None = None
+
+
+def _user_text(cfg: Any, key: str) -> Any:
+    """``cfg[key]`` exactly as written: user text (prompts, shots) is data, never a config interpolation
+    (``prompt='${oc.env:HOME}'`` is that string, not the home folder's path)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        if key not in cfg:
+            return None
+        return OmegaConf.to_container(cfg, resolve=False)[key]  # a value, a list or a dict, unresolved
+    return cfg.get(key)
+
+
+def _validate_row(row: Any, keys: set[str]) -> str | None:
+    """Why a request row is unusable, or None."""
+    if not isinstance(row, dict):
+        return f"a request must be a JSON object, got {type(row).__name__}"
+    unknown = set(row) - keys
+    if unknown:
+        return f"unknown request fields {sorted(unknown)}"
+    if not isinstance(row.get("prompt"), str):
+        return "prompt must be a string" if "prompt" in row else "missing prompt"
+    if row.get("mode", "t2av") not in MODES:
+        return f"unknown mode {row.get('mode')!r}; one of {MODES}"
+    for name in ("seed", "steps", "num_frames", "height", "width", "context_frames"):
+        value = row.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{name} must be an integer, got {value!r}"
+    shots = row.get("shots", [])
+    if not isinstance(shots, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("prompt"), str) and isinstance(s.get("seconds"), int | float)
+        for s in shots
+    ):
+        return "shots must be a list of {prompt: str, seconds: number}"
+    return None
+
+
+def read_requests(cfg: Any) -> list[GenerationRequest | BadRequest]:
+    """Requests from ``prompt`` / ``shots`` or ``prompts_file`` (.txt: one prompt a line; .jsonl: request
+    fields), one entry per non-empty line. A line that cannot be read becomes a :class:`BadRequest` in its
+    place (a bad JSON line, unknown fields or mode, a wrong type) so the others still run."""
     keys = set(GenerationRequest.__dataclass_fields__)
-    base = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None and k not in ("prompt", "shots")}
-    base["shots"] = [dict(s) for s in cfg.get("shots") or []]
+    base = {k: cfg[k] for k in keys if k not in ("prompt", "shots") and k in cfg and cfg[k] is not None}
+    base["shots"] = [dict(s) for s in _user_text(cfg, "shots") or []]
     if cfg.get("prompts_file"):
         path = Path(cfg.prompts_file)
+        if not path.is_file():
+            raise ValueError(f"prompts_file {path} not found")
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if path.suffix == ".jsonl":
-            out = []
-            for i, line in enumerate(lines):
+        out: list[GenerationRequest | BadRequest] = []
+        for i, line in enumerate(lines):
+            source = f"{path}:{i + 1}"
+            if path.suffix != ".jsonl":
+                out.append(GenerationRequest(**{**base, "prompt": line, "seed": base.get("seed", 0) + i}))
+                continue
+            try:
                 row = json.loads(line)
-                unknown = set(row) - keys
-                if unknown:
-                    raise ValueError(f"{path}:{i + 1}: unknown request fields {sorted(unknown)}")
-                out.append(GenerationRequest(**{**base, "seed": base.get("seed", 0) + i, **row}))
-            return out
-        return [
-            GenerationRequest(**{**base, "prompt": p, "seed": base.get("seed", 0) + i})
-            for i, p in enumerate(lines)
-        ]
-    if cfg.get("prompt") is None and not base["shots"]:
+            except json.JSONDecodeError as err:
+                out.append(BadRequest(i, source, f"not valid JSON: {err}"))
+                continue
+            reason = _validate_row(row, keys)
+            if reason is not None:
+                prompt = row.get("prompt") if isinstance(row, dict) else None
+                out.append(BadRequest(i, source, reason, prompt if isinstance(prompt, str) else None))
+                continue
+            out.append(GenerationRequest(**{**base, "seed": base.get("seed", 0) + i, **row}))
+        return out
+    prompt = _user_text(cfg, "prompt")
+    if prompt is None and not base["shots"]:
         raise ValueError("give prompt=..., shots=[...] (mode=storyboard) or prompts_file=PATH")
-    prompt = cfg.get("prompt") or " / ".join(s["prompt"] for s in base["shots"])
+    reason = _validate_row({**base, "prompt": prompt if prompt is not None else ""}, keys)
+    if prompt is not None and not isinstance(prompt, str):
+        reason = f"prompt must be a string, got {type(prompt).__name__}"
+    if reason is not None:
+        raise ValueError(reason)
+    prompt = prompt or " / ".join(s["prompt"] for s in base["shots"])
     return [GenerationRequest(**{**base, "prompt": prompt})]
 
 
-def sample_from_config(cfg: Any) -> dict:
-    """The body of ``sample.py``: filter prompts, generate each request, write mp4s and a manifest."""
-    from rich.progress import Progress
+def load_requests(cfg: Any) -> list[GenerationRequest]:
+    """:func:`read_requests`, raising ``ValueError`` on the first unusable line (for callers that want all
+    or nothing)."""
+    out = []
+    for entry in read_requests(cfg):
+        if isinstance(entry, BadRequest):
+            raise ValueError(f"{entry.source}: {entry.reason}")
+        out.append(entry)
+    return out
+
+
+def _save_config(cfg: Any, out_dir: Path) -> None:
+    """The resolved config next to the clips, with the user's text written as given (never resolved)."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf, open_dict
 
     from sora.config import save_resolved_config
+
+    if not isinstance(cfg, DictConfig):
+        save_resolved_config(OmegaConf.create(dict(cfg)), out_dir)
+        return
+    text = {k: _user_text(cfg, k) for k in ("prompt", "shots")}
+    blank = cfg.copy()
+    with open_dict(blank):
+        blank.prompt, blank.shots = None, []
+    resolved = {**OmegaConf.to_container(blank, resolve=True), **text}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def sample_from_config(cfg: Any) -> dict:
+    """The body of ``sample.py``: filter prompts, generate each request, write mp4s and ``samples.json``.
+
+    A bad request (unreadable line, unknown mode, refused prompt, generation error) is reported with its
+    reason in ``samples.json`` (``failed``; refused prompts also in ``rejected``) and the batch goes on;
+    ``counts.failed`` tells the caller whether to exit non-zero."""
+    from rich.progress import Progress
+
+    from sora import provenance
     from sora.safety import PromptFilter
 
     out_dir = Path(cfg.out_dir)
-    save_resolved_config(cfg, out_dir)
+    _save_config(cfg, out_dir)
     safety_cfg = cfg.get("safety") or {}
+    blocklist = safety_cfg.get("blocklist")
     prompt_filter = PromptFilter(
-        blocklist=tuple(safety_cfg.get("blocklist") or PromptFilter.blocklist),
+        **({"blocklist": tuple(blocklist)} if blocklist else {}),
         enabled=bool(safety_cfg.get("enabled", True)),
     )
-    requests = load_requests(cfg)
+    prov = cfg.get("provenance") or {}
+    signing_key = provenance.load_private_key(prov["key"]) if prov.get("key") else None
+    entries = read_requests(cfg)
     pipe = AVPipeline.load(cfg.checkpoint, use_ema=cfg.get("use_ema", True), device=cfg.get("device", "cpu"))
+    model_hash = provenance.weights_hash(
+        {n: m for n in NETWORKS if (m := getattr(pipe, n, None)) is not None}
+    )
     wm = cfg.get("watermark") or {}
-    results, rejected = [], []
+    results, rejected, failed = [], [], []
+    requests = [e for e in entries if isinstance(e, GenerationRequest)]
     with Progress(transient=False) as bar:
         task = bar.add_task("sampling", total=sum(r.steps * max(1, len(r.shots)) for r in requests))
-        for i, req in enumerate(requests):
+
+        def fail(row: dict) -> None:
+            failed.append(row)
+            bar.console.print(f"[red]request {row['index']} failed ({row['reason']}); no clip, going on")
+
+        for i, req in enumerate(entries):
+            if isinstance(req, BadRequest):
+                fail({"index": i, "source": req.source, "prompt": req.prompt, "reason": req.reason})
+                continue
+            total = req.steps * max(1, len(req.shots))
             texts = [s["prompt"] for s in req.shots] if req.mode == "storyboard" else [req.prompt]
             rules = [r for r in (prompt_filter.check(t) for t in texts) if r]
             if rules:
-                rejected.append({"index": i, "prompt": req.prompt, "rule": rules[0]})
-                bar.console.print(
-                    f"[red]prompt {i} rejected by the safety filter (rule: {rules[0]}); no clip"
-                )
-                bar.advance(task, req.steps * max(1, len(req.shots)))
+                row = {"index": i, "prompt": req.prompt, "mode": req.mode, "rule": rules[0]}
+                rejected.append(row)
+                fail({**row, "reason": f"prompt rejected by the safety filter (rule: {rules[0]})"})
+                bar.advance(task, total)
                 continue
-            clip = pipe.generate(req, progress=lambda _: bar.advance(task, 1))
-            path = save_clip(
-                clip,
-                out_dir / f"{i:03d}_{req.mode}.mp4",
-                config_hash=pipe.config_hash,
-                watermark=bool(wm.get("enabled", True)),
-                watermark_text=wm.get("text", "AI"),
-                watermark_opacity=float(wm.get("opacity", 0.6)),
-                save_latents=cfg.get("save_latents", False),
-            )
+            try:
+                clip = pipe.generate(req, progress=lambda _: bar.advance(task, 1))
+                path = save_clip(
+                    clip,
+                    out_dir / f"{i:03d}_{req.mode}.mp4",
+                    config_hash=pipe.config_hash,
+                    watermark=bool(wm.get("enabled", True)),
+                    watermark_text=wm.get("text", "AI"),
+                    watermark_opacity=float(wm.get("opacity", 0.6)),
+                    invisible_watermark=bool(wm.get("invisible", True)),
+                    signing_key=signing_key,
+                    model_hash=model_hash,
+                    save_latents=cfg.get("save_latents", False),
+                )
+            except Exception as err:  # noqa: BLE001 - one bad request never ends the batch; it is reported
+                fail(
+                    {
+                        "index": i,
+                        "prompt": req.prompt,
+                        "mode": req.mode,
+                        "reason": f"{type(err).__name__}: {err}",
+                    }
+                )
+                continue
             results.append(
                 {"index": i, "path": str(path), "prompt": req.prompt, "mode": req.mode, "seed": req.seed}
             )
     manifest = {
         "clips": results,
         "rejected": rejected,
+        "failed": failed,
+        "counts": {"requests": len(entries), "written": len(results), "failed": len(failed)},
         "checkpoint": str(cfg.checkpoint),
         "model_config_hash": pipe.config_hash,
+        "model_hash": model_hash,
+        "signed_by": provenance.key_id(signing_key.public_key()) if signing_key is not None else None,
     }
     (out_dir / "samples.json").write_text(json.dumps(manifest, indent=2))
-    print(f"wrote {len(results)} clip(s) to {out_dir} ({len(rejected)} rejected)")
+    print(
+        f"wrote {len(results)} clip(s) to {out_dir}; {len(failed)} of {len(entries)} request(s) failed "
+        f"({len(rejected)} rejected by the safety filter){': see samples.json' if failed else ''}"
+    )
     return manifest

@@ -197,7 +197,7 @@ def test_saved_clip_decodes_with_watermark_provenance_and_latents(pipe, tmp_path
     back = media.read_media(path)
     assert back.video.shape == clip.video.shape and back.fps == pytest.approx(24)
     assert back.audio.shape == clip.audio.shape
-    assert safety.verify(str(path))["model_config_hash"] == pipe.config_hash
+    assert safety.verify(str(path))["manifest"]["claims"]["model_config_hash"] == pipe.config_hash
     assert (tmp_path / "a.latents.safetensors").is_file()
     plain = save_clip(clip, tmp_path / "b.mp4", config_hash="", watermark=False)
     assert np.abs(media.read_media(plain).video.astype(int) - back.video.astype(int)).max() > 50
