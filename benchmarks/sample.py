@@ -8,7 +8,8 @@ Variants (same model, same request, same seed):
 - ``fp32``: CFG batched, no autocast;
 - ``baseline``: neither optimisation.
 Without ``--checkpoint`` a random-weight model of the quickstart's size is built (timings do not depend on
-the weights). Prints the median seconds per clip over interleaved rounds and each variant's ratio to the baseline.
+the weights). Prints the median seconds per clip over interleaved rounds and each variant's ratio to the
+baseline.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def main() -> None:
                 times[name].append(seconds)
     results = {name: statistics.median(values) for name, values in times.items()}
     print(
-        f"[{args.device}] {args.frames} frames {args.size}x{args.size}, {args.steps} steps, CFG on video and audio"
+        f"[{args.device}] {args.frames} frames {args.size}x{args.size}, {args.steps} steps, "
+        "CFG on video and audio"
     )
     for name, seconds in results.items():
         print(

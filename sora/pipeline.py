@@ -327,7 +327,8 @@ class AVPipeline:
     def _load_video(
         self, path: str, t: int | None, h: int, w: int
     ) -> tuple[Tensor, np.ndarray | None, float]:
-        """(3, T, h, w) in [-1, 1] (the first ``t`` frames, or all when None), its audio (1, S) at 16 kHz, fps."""
+        """(3, T, h, w) in [-1, 1] (the first ``t`` frames, or all when None), its audio (1, S) at 16 kHz,
+        fps."""
         clip = media.read_media(path)
         frames = clip.video if t is None else clip.video[:t]
         x = _resize_video(media.video_to_tensor(frames), h, w)

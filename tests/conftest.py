@@ -91,8 +91,8 @@ TINY_AV_SAMPLING = {
 def tiny_av_checkpoint(tmp_path_factory):
     """A DiT-stage checkpoint of tiny networks with random (but non-zero: adaLN-zero outputs would be 0) DiT
     weights, 32x32 clips of 9 frames. Saved as the plain ``{"state_dict", "hyper_parameters"}`` dict that
-    ``AVPipeline.load`` reads from Lightning checkpoints too (the quickstart's untrained baseline is written the
-    same way); building it needs no Lightning import (~15 s on 2 shared cores)."""
+    ``AVPipeline.load`` reads from Lightning checkpoints too (the quickstart's untrained baseline is written
+    the same way); building it needs no Lightning import (~15 s on 2 shared cores)."""
     from sora.checkpoint import build_module
 
     torch.manual_seed(0)

@@ -1,8 +1,10 @@
 """LightningModule that trains the joint audio+video DiT with rectified flow.
 
 Two data paths feed the same step:
-- latent batches (``video_latent`` (B, C, t, h, w), ``audio_latent`` (B, C, L)) from the latent cache: the fast path;
-- pixel batches (``video`` (B, 3, T, H, W), ``audio`` (B, 1, S)) encoded on the fly by the frozen VAEs: small runs.
+- latent batches (``video_latent`` (B, C, t, h, w), ``audio_latent`` (B, C, L)) from the latent cache:
+  the fast path;
+- pixel batches (``video`` (B, 3, T, H, W), ``audio`` (B, 1, S)) encoded on the fly by the frozen VAEs:
+  small runs.
 Either way latents are normalised with the VAEs' per-channel statistics before noising.
 
 The frozen VAEs live inside the module (as ``video_vae`` / ``audio_vae``), so one ``.ckpt`` holds everything
@@ -61,15 +63,17 @@ class AVDiTModule(L.LightningModule):
         optim: :class:`OptimConfig` fields.
         audio_latent_rate: audio latent frames per second (25 for the default audio VAE).
         video_temporal_compression: used when no video VAE is attached (latent-only training).
-        sampling: generation defaults stored for the pipeline (fps, num_frames, height, width, max_num_frames).
+        sampling: generation defaults stored for the pipeline (fps, num_frames, height, width,
+            max_num_frames).
         image_prob: probability that a training step is a text-to-image step on the first latent frame of
             every clip (with the audio latent of the same instant, given clean). A causal VAE encodes a
             clip's first frame alone, so that latent is the image's latent: no extra data is needed, and the
-            step has about 1/T of a video step's FLOPs. Images teach what the caption says about appearance and
-            layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
+            step has about 1/T of a video step's FLOPs. Images teach what the caption says about appearance
+            and layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
         image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
         activation_checkpointing (false, true/'full', or k for every k-th block; the one switch) / compile:
-            applied by :mod:`sora.training.parallel` in ``configure_model`` (with FSDP2 under ``trainer=fsdp``).
+            applied by :mod:`sora.training.parallel` in ``configure_model`` (with FSDP2 under
+            ``trainer=fsdp``).
     """
 
     def __init__(

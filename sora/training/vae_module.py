@@ -1,4 +1,4 @@
-"""LightningModules that train the video VAE and the audio VAE, and the callback that measures latent statistics.
+"""LightningModules that train the video VAE and the audio VAE, and the callback measuring latent statistics.
 
 Both modules share :class:`VAEModule`: the network is ``self.vae``, built from the plain-dict hyper-parameter
 ``vae`` (``{"_target_": ..., **kwargs}``, the contract :func:`sora.checkpoint.load_network_from_checkpoint`
@@ -14,9 +14,9 @@ Validation runs in float32 whatever the training precision, on held-out clips (t
 the synthetic world made with another seed): PSNR and SSIM for video; for audio the log-mel L1 (both from
 :mod:`sora.metrics`) on the vocoded reconstruction (``val/mel_l1``; ``val/mel_l1_vocoder`` is the same for
 the vocoded *original* mel, the floor the vocoder sets), the L1 in the VAE's own log-mel domain
-(``val/vae_mel_l1``) and the spectral convergence of the mel magnitudes. The first ``num_recon_clips`` clips are
-written as side-by-side mp4 files (original | reconstruction) under ``<out_dir>/recon/step<N>/`` and logged to
-Weights & Biases when it is the logger.
+(``val/vae_mel_l1``) and the spectral convergence of the mel magnitudes. The first ``num_recon_clips`` clips
+are written as side-by-side mp4 files (original | reconstruction) under ``<out_dir>/recon/step<N>/`` and
+logged to Weights & Biases when it is the logger.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from sora.checkpoint import build_module, sub_state_dict, to_plain_dict
-from sora.training.parallel import configure_parallelism
 from sora.training.optim import OptimConfig, build_optimizer
+from sora.training.parallel import configure_parallelism
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _write_and_log_videos(trainer: L.Trainer, paths: list[Path], key: str) -> No
 
 
 class VAEModule(L.LightningModule):
-    """Shared training, validation and checkpoint logic of the VAE modules (subclasses add the loss and metrics).
+    """Shared training, validation and checkpoint logic of the VAE modules (subclasses add loss and metrics).
 
     Args (plain dicts, saved as hyper-parameters so a checkpoint rebuilds itself with ``weights_only=True``):
         vae: the network config (``_target_`` + kwargs), built with :func:`sora.checkpoint.build_module`.
@@ -129,7 +129,7 @@ class VAEModule(L.LightningModule):
         self._recon_written = 0
         self._val_batches = 0
 
-    # ---- what subclasses provide ----------------------------------------------------------------------------
+    # ---- what subclasses provide ---------------------------------------------------------------------------
 
     def build_loss(self, kwargs: dict) -> nn.Module:
         raise NotImplementedError
@@ -139,7 +139,7 @@ class VAEModule(L.LightningModule):
         raise NotImplementedError
 
     def evaluate(self, batch: dict) -> tuple[dict[str, Tensor], list[dict]]:
-        """Per-clip validation metrics ``{name: (n,)}`` and per-clip reconstructions for :meth:`write_recon`."""
+        """Per-clip validation metrics ``{name: (n,)}`` and per-clip reconstructions (:meth:`write_recon`)."""
         raise NotImplementedError
 
     def write_recon(self, item: dict, path: Path) -> None:
@@ -187,7 +187,7 @@ class VAEModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return build_optimizer(self.vae_parameters(), self.optim_cfg)
 
-    # ---- validation -----------------------------------------------------------------------------------------
+    # ---- validation ----------------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
         self._recon_written, self._val_batches = 0, 0
@@ -232,10 +232,10 @@ class VAEModule(L.LightningModule):
             self._recon_written += 1
         _write_and_log_videos(self.trainer, paths, "val/recon")
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
+    # ---- checkpoints ---------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The LPIPS network is the user's own file (loaded again from its path): not copied into every checkpoint.
+        # The LPIPS network is the user's own file (loaded again from its path): not copied into checkpoints.
         sd = checkpoint.get("state_dict", {})
         for k in [k for k in sd if k.startswith(PERCEPTUAL_PREFIX)]:
             del sd[k]
@@ -257,9 +257,9 @@ class VideoVAEModule(VAEModule):
     """Trains :class:`~sora.models.video_vae.CausalVideoVAE` on ``batch["video"] (B, 3, T, H, W)`` in [-1, 1].
 
     Args (besides :class:`VAEModule`'s):
-        loss: :class:`~sora.training.vae_loss.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D PatchGAN
-            (from ``disc_start_step``, adaptive weight) and manual optimization; ``perceptual_weight > 0`` needs
-            ``lpips_weights_path`` (a local file: nothing is downloaded).
+        loss: :class:`~sora.training.vae_loss.VideoVAELoss` kwargs; ``disc_weight > 0`` turns on the 3D
+            PatchGAN (from ``disc_start_step``, adaptive weight) and manual optimization;
+            ``perceptual_weight > 0`` needs ``lpips_weights_path`` (a local file: nothing is downloaded).
         disc_optim: OptimConfig fields of the discriminator, over ``optim`` (default betas ``(0.5, 0.9)``).
         grad_clip: gradient-norm clip of both optimizers under manual optimization (GAN only; without the GAN
             the trainer's ``gradient_clip_val`` clips).
@@ -475,7 +475,7 @@ class AudioVAEModule(VAEModule):
 
 
 def _mel_image(log_mel: Tensor) -> np.ndarray:
-    """Log-mel ``(M, F)`` (natural log, floor -11.5) -> uint8 RGB ``(2M, 2F, 3)``, low frequencies at the bottom."""
+    """Log-mel ``(M, F)`` (natural log, floor -11.5) -> uint8 RGB ``(2M, 2F, 3)``, low frequencies below."""
     x = ((log_mel.float().clamp(-11.5, 3.0) + 11.5) / 14.5).flip(0)  # (M, F) in [0, 1]
     rgb = torch.stack([x.sqrt(), x, x.pow(2)], dim=-1)  # dark blue-black -> yellow-white ramp
     img = (rgb * 255).round().to(torch.uint8).repeat_interleave(2, 0).repeat_interleave(2, 1)
@@ -483,7 +483,7 @@ def _mel_image(log_mel: Tensor) -> np.ndarray:
 
 
 class LatentStats(L.Callback):
-    """At the end of training, per-channel mean/std of the posterior means of ``num_batches`` training batches.
+    """At the end of training, per-channel mean/std of the posterior means of ``num_batches`` train batches.
 
     The stats are set on the VAE (``vae.set_latent_stats``) so ``normalize_latents`` whitens latents for the
     DiT. When an :class:`~sora.training.ema.EMA` callback ran, the EMA weights get their own statistics

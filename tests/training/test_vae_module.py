@@ -12,18 +12,32 @@ from sora.checkpoint import load_network_from_checkpoint, load_torch_checkpoint
 from sora.training.ema import EMA
 from sora.training.vae_module import AudioVAEModule, LatentStats, VideoVAEModule, spectral_convergence
 
-VIDEO = {"_target_": "sora.models.video_vae.CausalVideoVAE", "latent_channels": 4, "base_channels": 8,
-         "channel_mult": [1, 2, 2], "num_res_blocks": 1, "patch_size": 2}
-AUDIO = {"_target_": "sora.models.audio_vae.AudioVAE", "latent_channels": 4, "base_channels": 8,
-         "channel_mult": [1, 1, 1], "num_res_blocks": 1}
+VIDEO = {
+    "_target_": "sora.models.video_vae.CausalVideoVAE",
+    "latent_channels": 4,
+    "base_channels": 8,
+    "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "patch_size": 2,
+}
+AUDIO = {
+    "_target_": "sora.models.audio_vae.AudioVAE",
+    "latent_channels": 4,
+    "base_channels": 8,
+    "channel_mult": [1, 1, 1],
+    "num_res_blocks": 1,
+}
 OPTIM = {"lr": 1e-3, "warmup_steps": 0, "total_steps": 10}
 SR = 16000
 
 
 def _video_batch(b: int = 2, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"video": torch.rand(b, 3, 5, 32, 32, generator=g) * 2 - 1, "fps": torch.full((b,), 24.0),
-            "caption": ["a ball"] * b}
+    return {
+        "video": torch.rand(b, 3, 5, 32, 32, generator=g) * 2 - 1,
+        "fps": torch.full((b,), 24.0),
+        "caption": ["a ball"] * b,
+    }
 
 
 def _audio_batch(has_audio=(True, False), seed: int = 0, samples: int = 3200) -> dict:
@@ -32,14 +46,27 @@ def _audio_batch(has_audio=(True, False), seed: int = 0, samples: int = 3200) ->
     t = torch.arange(samples) / SR
     tone = 0.5 * torch.sin(2 * torch.pi * (300 + 400 * torch.rand(b, 1, 1, generator=g)) * t)  # (B, 1, S)
     audio = tone * torch.tensor(has_audio, dtype=torch.float32).view(b, 1, 1)  # silent clips are zeros
-    return {"audio": audio, "has_audio": torch.tensor(has_audio), "video": torch.zeros(b, 3, 5, 32, 32),
-            "fps": torch.full((b,), 24.0), "caption": ["a ball"] * b}
+    return {
+        "audio": audio,
+        "has_audio": torch.tensor(has_audio),
+        "video": torch.zeros(b, 3, 5, 32, 32),
+        "fps": torch.full((b,), 24.0),
+        "caption": ["a ball"] * b,
+    }
 
 
 def _trainer(tmp_path, max_steps: int, callbacks=(), **kw) -> L.Trainer:
-    return L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=tmp_path, callbacks=list(callbacks), num_sanity_val_steps=0,
-                     enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), **kw)
+    return L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        **kw,
+    )
 
 
 def test_video_loss_ema_module_and_plain_hparams():
@@ -83,7 +110,8 @@ def test_audio_clips_without_sound_are_masked_out():
     with torch.no_grad():
         metrics, items = module.evaluate(batch)
         assert {k: v.numel() for k, v in metrics.items()} == dict.fromkeys(
-            ("vae_mel_l1", "spectral_convergence", "mel_l1", "mel_l1_vocoder"), 1)
+            ("vae_mel_l1", "spectral_convergence", "mel_l1", "mel_l1_vocoder"), 1
+        )
         assert len(items) == 1 and module.evaluate(_audio_batch((False, False))) == ({}, [])
         assert module.latent_means(module.vae, batch).shape[0] == 1
         assert module.latent_means(module.vae, _audio_batch((False, False))) is None
@@ -97,9 +125,12 @@ def test_spectral_convergence_separates_good_from_bad():
 
 
 def test_gan_path_manual_optimization_steps_both_optimizers(tmp_path):
-    module = VideoVAEModule(vae=VIDEO, optim=OPTIM, grad_clip=1.0,
-                            loss={"disc_weight": 0.5, "disc_start_step": 0, "disc_base_channels": 8,
-                                  "disc_num_layers": 2})
+    module = VideoVAEModule(
+        vae=VIDEO,
+        optim=OPTIM,
+        grad_clip=1.0,
+        loss={"disc_weight": 0.5, "disc_start_step": 0, "disc_base_channels": 8, "disc_num_layers": 2},
+    )
     assert not module.automatic_optimization
     vae0 = copy.deepcopy(module.vae.state_dict())
     disc0 = copy.deepcopy(module.loss.discriminator.state_dict())
@@ -167,8 +198,9 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
 def test_validation_writes_side_by_side_recons(tmp_path):
     video = VideoVAEModule(vae=VIDEO, optim=OPTIM, num_recon_clips=3)
     trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=2)
-    metrics = trainer.validate(video, DataLoader([_video_batch(b=2, seed=i) for i in range(2)], batch_size=None),
-                               verbose=False)[0]
+    metrics = trainer.validate(
+        video, DataLoader([_video_batch(b=2, seed=i) for i in range(2)], batch_size=None), verbose=False
+    )[0]
     assert {"val/psnr", "val/ssim"} <= set(metrics)
     # the logged values are the mean over the 4 clips of the metrics of their posterior-mean reconstructions
     from eval.recon import psnr, ssim
@@ -176,8 +208,11 @@ def test_validation_writes_side_by_side_recons(tmp_path):
 
     with torch.no_grad():
         batches = [_video_batch(b=2, seed=s)["video"] for s in range(2)]
-        pairs = [(tensor_to_video(video.vae(x, sample_posterior=False)[0][i]), tensor_to_video(x[i]))
-                 for x in batches for i in range(2)]
+        pairs = [
+            (tensor_to_video(video.vae(x, sample_posterior=False)[0][i]), tensor_to_video(x[i]))
+            for x in batches
+            for i in range(2)
+        ]
     assert metrics["val/psnr"] == pytest.approx(sum(psnr(r, x) for r, x in pairs) / 4, rel=1e-5)
     assert metrics["val/ssim"] == pytest.approx(sum(ssim(r, x) for r, x in pairs) / 4, rel=1e-5)
     files = sorted((tmp_path / "recon" / "step000000").glob("*.mp4"))
@@ -188,7 +223,8 @@ def test_validation_writes_side_by_side_recons(tmp_path):
 
     audio = AudioVAEModule(vae=AUDIO, optim=OPTIM, num_recon_clips=1, recon_dir=str(tmp_path / "a"))
     metrics = _trainer(tmp_path, max_steps=1).validate(
-        audio, DataLoader([_audio_batch((True, False))], batch_size=None), verbose=False)[0]
+        audio, DataLoader([_audio_batch((True, False))], batch_size=None), verbose=False
+    )[0]
     assert {"val/mel_l1", "val/mel_l1_vocoder", "val/vae_mel_l1", "val/spectral_convergence"} <= set(metrics)
     info = probe(tmp_path / "a" / "step000000" / "00.mp4")
     assert info.has_audio
