@@ -821,7 +821,13 @@ def sample_from_config(cfg: Any) -> dict:
     prov = cfg.get("provenance") or {}
     signing_key = provenance.load_private_key(prov["key"]) if prov.get("key") else None
     entries = read_requests(cfg)
-    pipe = AVPipeline.load(cfg.checkpoint, use_ema=cfg.get("use_ema", True), device=cfg.get("device", "cpu"))
+    pipe = AVPipeline.from_pretrained(
+        cfg.checkpoint,
+        use_ema=cfg.get("use_ema", True),
+        device=cfg.get("device", "cpu"),
+        dtype=cfg.get("dtype"),
+        text_encoder_path=cfg.get("text_encoder_path"),
+    )
     model_hash = provenance.weights_hash(
         {n: m for n in NETWORKS if (m := getattr(pipe, n, None)) is not None}
     )

@@ -114,3 +114,22 @@ def test_read_requests_keeps_bad_lines_in_place(tmp_path):
     assert entries[4].seed == 14  # seeds follow the line, bad lines included
     with pytest.raises(ValueError, match=":2: a request must be a JSON object"):
         load_requests(OmegaConf.create({"prompts_file": str(f)}))
+
+
+def test_sample_py_loads_in_the_asked_dtype(tiny_av_checkpoint, tmp_path, monkeypatch):
+    """`dtype=bf16` reaches AVPipeline.from_pretrained: the DiT samples in bf16 and a clip is written."""
+    import torch
+
+    from sora.pipeline import AVPipeline
+
+    loaded = []
+    real = AVPipeline.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        loaded.append(real(cls, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(AVPipeline, "from_pretrained", classmethod(spy))
+    manifest = sample.run(_compose(tiny_av_checkpoint, tmp_path, "prompt=a red ball falls", "dtype=bf16"))
+    assert next(loaded[0].dit.parameters()).dtype == torch.bfloat16
+    assert len(manifest["clips"]) == 1 and (tmp_path / "out" / manifest["clips"][0]["path"]).name.endswith(".mp4")
