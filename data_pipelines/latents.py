@@ -15,7 +15,7 @@ Per input shard ``i`` (in the order given) one output shard ``shard-%06d.tar`` h
 default (``mode=sample`` stores one reparameterised sample; ``normalize=True`` applies the VAE's
 ``normalize_latents``, but the DiT module whitens cached latents itself when it holds the VAE, so raw is the
 default; the json says which); ``text_emb.npy`` ``(N, D)`` + ``text_mask.npy`` ``(N,)`` only when a
-FROZEN text encoder (``trainable = False``) is given, since the default byte encoder trains with the DiT (then
+FROZEN text encoder (``trainable = False``) is given, since the default word encoder trains with the DiT (then
 only the caption is stored); the original json (plus ``latent: {...}``) and ``txt``. Clips are decoded like
 validation batches of :class:`~data_pipelines.dataset.VideoDataModule`: the first window of the most frames in
 ``buckets`` that fits, centre crop, audio ``[t0, t0 + T / fps)`` at 16 kHz mono (zeros and
