@@ -32,8 +32,10 @@ from torch import Tensor, nn
 REPEATED_BLOCKS = ("AVDiTBlock", "ResBlock3d", "ResBlock1d")
 """Class names of the repeated blocks that are checkpointed, compiled and sharded one by one: the AV-DiT's
 transformer blocks and the VAEs' residual blocks."""
-FORWARD_METHODS = ("encode", "decode")
-"""Methods that networks are called through besides ``forward`` (text encoders' and VAEs' ``encode``)."""
+FORWARD_METHODS = ("encode",)
+"""Methods that the other trained networks (the text encoder) are called through instead of ``forward``. Not
+registered on a main network whose ``forward`` calls them itself (the VAEs' ``encode``/``decode``): nested
+unshard/reshard of the same FSDP unit frees weights the backward still needs."""
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -123,7 +125,9 @@ def fsdp_mesh(device_mesh):
     return device_mesh["data_parallel", "tensor_parallel"]._flatten("data_sequence")
 
 
-def apply_fsdp(model: nn.Module, device_mesh, config: FSDPConfig) -> nn.Module:
+def apply_fsdp(
+    model: nn.Module, device_mesh, config: FSDPConfig, forward_methods: tuple[str, ...] = ()
+) -> nn.Module:
     """``fully_shard`` each repeated block, then the root (see :func:`fsdp_mesh` for the mesh)."""
     from torch.distributed.fsdp import (
         CPUOffloadPolicy,
@@ -147,7 +151,7 @@ def apply_fsdp(model: nn.Module, device_mesh, config: FSDPConfig) -> nn.Module:
             offload_policy=offload,
             reshard_after_forward=config.reshard_after_forward and not last,
         )
-    for name in FORWARD_METHODS:  # entry points other than forward gather the weights too
+    for name in forward_methods:  # entry points other than forward gather the weights too
         if callable(getattr(model, name, None)):
             register_fsdp_forward_method(model, name)
     return model
@@ -263,7 +267,7 @@ def configure_parallelism(
     if mesh is not None:
         for net in others:
             if net is not None and any(p.requires_grad for p in net.parameters()):
-                apply_fsdp(net, mesh, fsdp)
+                apply_fsdp(net, mesh, fsdp, FORWARD_METHODS)
     pl_module._parallelized = True
 
 
@@ -414,3 +418,22 @@ def apply_sequence_parallel(model: nn.Module, group) -> nn.Module:
         inner = getattr(block, "_checkpoint_wrapped_module", block)
         inner.attention_fn = UlyssesAttention(group, attention)
     return model
+
+
+def full_state_dict(state: dict) -> dict:
+    """``state`` with every DTensor gathered into a plain tensor (a collective: every rank calls it)."""
+    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+
+
+def plain_copy(module: nn.Module, build) -> nn.Module:
+    """A single-process copy of ``module``: ``copy.deepcopy`` of a plain module; for an FSDP2-sharded one
+    (which cannot be deep-copied), ``build()`` a fresh network and load the gathered weights (every rank calls
+    it)."""
+    import copy
+
+    state = module.state_dict()
+    if not any(hasattr(v, "full_tensor") for v in state.values()):
+        return copy.deepcopy(module)
+    net = build()
+    net.load_state_dict(full_state_dict(state))
+    return net.to(next(iter(state.values())).device)

@@ -22,7 +22,6 @@ logged to Weights & Biases when it is the logger.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 
 from sora.checkpoint import build_module, sub_state_dict, to_plain_dict
 from sora.training.optim import OptimConfig, build_optimizer
-from sora.training.parallel import configure_parallelism
+from sora.training.parallel import configure_parallelism, full_state_dict, plain_copy
 
 log = logging.getLogger(__name__)
 
@@ -525,11 +524,17 @@ class LatentStats(L.Callback):
     def measure(self, trainer: L.Trainer, pl_module: VAEModule) -> dict[str, tuple[Tensor, Tensor]]:
         from sora.training.ema import EMA
 
-        nets: dict[str, nn.Module] = {"raw": pl_module.vae}
+        vae = pl_module.vae
+        sharded = any(hasattr(p, "full_tensor") for p in vae.parameters())  # FSDP2: measure a plain copy
+
+        def build() -> nn.Module:
+            return build_module(pl_module.hparams.vae)
+
+        nets: dict[str, nn.Module] = {"raw": plain_copy(vae, build) if sharded else vae}
         ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
         if ema is not None and ema.shadow:
-            ema_vae = copy.deepcopy(pl_module.vae)
-            ema_vae.load_state_dict(sub_state_dict(ema.shadow, "vae"), strict=False)
+            ema_vae = plain_copy(vae, build)
+            ema_vae.load_state_dict(full_state_dict(sub_state_dict(ema.shadow, "vae")), strict=False)
             nets["ema"] = ema_vae
         was_training = pl_module.training
         pl_module.eval()

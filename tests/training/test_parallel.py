@@ -252,6 +252,33 @@ def test_train_py_steps_under_each_strategy_and_the_checkpoint_loads_unsharded(
 
 
 @pytest.mark.slow
+def test_video_vae_trains_under_fsdp2_with_checkpointing(tiny_latents, tmp_path):
+    """The VAE takes the same path: residual blocks checkpointed and sharded, latent statistics measured on a
+    gathered copy at the end, a checkpoint that rebuilds a plain network."""
+    from sora.checkpoint import load_network_from_checkpoint
+
+    out = tmp_path / "vae"
+    args = [
+        "experiment=vae_video_tiny",
+        "logger=csv",
+        f"out_dir={out}",
+        f"data.train_urls={tiny_latents.parent / 'world'}/shard-*.tar",
+        "data.num_workers=0",
+        "data.val_urls=null",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_steps=2",
+        "trainer=fsdp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "module.activation_checkpointing=true",
+    ]
+    proc = _train(args, tmp_path)
+    assert "latent stats: mean" in proc.stderr + (out / "train.log").read_text()
+    vae, _ = load_network_from_checkpoint(out / "checkpoints" / "last.ckpt", "vae")
+    assert type(vae).__name__ == "CausalVideoVAE"
+
+
+@pytest.mark.slow
 def test_sweep_jobs_get_their_own_folders(tiny_latents, tmp_path):
     """`-m` with two values: each job trains and checkpoints in <out_dir>/multirun/<job number>."""
     out = tmp_path / "sweep"
