@@ -184,19 +184,6 @@ def parallelize(
     return apply_fsdp(model, device_mesh, cfg)
 
 
-def apply_activation_checkpointing_and_compile(
-    model: nn.Module,
-    *,
-    activation_checkpointing: bool | int | str | None = False,
-    compile: bool = False,
-    compile_mode: str | None = None,
-) -> nn.Module:
-    """Steps 1 and 2 of :func:`parallelize` on one process."""
-    return parallelize(
-        model, activation_checkpointing=activation_checkpointing, compile=compile, compile_mode=compile_mode
-    )
-
-
 # ---- strategies --------------------------------------------------------------------------------------------
 
 

@@ -351,23 +351,8 @@ def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
 
     # Constructor arguments live only in the checkpoints: the CLI's default video_model / audio_model
     # (full-size networks) would not even accept these weights.
-    video_cfg = {
-        "_target_": "sora.models.video_vae.CausalVideoVAE",
-        "latent_channels": 4,
-        "base_channels": 4,
-        "channel_mult": [1, 2, 2],
-        "num_res_blocks": 1,
-        "patch_size": 2,
-    }
-    audio_cfg = {
-        "_target_": "sora.models.audio_vae.AudioVAE",
-        "latent_channels": 4,
-        "base_channels": 8,
-        "channel_mult": [1, 1, 1],
-        "num_res_blocks": 1,
-    }
     torch.manual_seed(0)
-    video, audio = VideoVAEModule(vae=video_cfg), AudioVAEModule(vae=audio_cfg)
+    video, audio = VideoVAEModule(vae=VIDEO_CFG), AudioVAEModule(vae=AUDIO_CFG)
     video.vae.set_latent_stats(torch.arange(4.0), torch.full((4,), 2.0))
     v_ckpt = _vae_checkpoint(tmp_path / "video.ckpt", video, ema_shift=0.01)
     a_ckpt = _vae_checkpoint(tmp_path / "audio.ckpt", audio)
@@ -390,7 +375,7 @@ def test_cli_loads_vae_training_checkpoints(shards, tmp_path):
     lat = np.load(io.BytesIO(sample["video_latent.npy"]))
     assert lat.shape == (4, 3, 8, 8) and np.load(io.BytesIO(sample["audio_latent.npy"])).shape[0] == 4
     # the EMA weights and the checkpoint's latent statistics were used
-    ema_vae = VideoVAEModule(vae=video_cfg).vae
+    ema_vae = VideoVAEModule(vae=VIDEO_CFG).vae
     ema_vae.load_state_dict(
         {k[4:]: v for k, v in torch.load(v_ckpt, weights_only=True)["ema_state_dict"].items()}
     )

@@ -439,12 +439,12 @@ def test_bf16_autocast_on_cuda_matches_fp32_and_trains_fp32_weights():
 
 @pytest.mark.gpu
 def test_compiled_blocks_on_cuda_match_eager_forward_and_backward():
-    from sora.training.parallel import apply_activation_checkpointing_and_compile
+    from sora.training.parallel import parallelize
 
     torch._dynamo.reset()
     eager = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
     compiled = make_nontrivial(make_model(attn_backend="sdpa")).cuda()
-    apply_activation_checkpointing_and_compile(compiled, compile=True)
+    parallelize(compiled, compile=True)
     assert all(getattr(b, "_compiled_call_impl", None) is not None for b in compiled.blocks)
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # in place: checkpoints stay loadable
     inputs = _to_cuda(make_inputs())
