@@ -171,7 +171,10 @@ def _throw(config: WorldConfig, bodies: list[Body], rng: np.random.Generator) ->
     direction = int(rng.choice([-1, 1]))  # +1: starts on the left and flies right
     third = width / 3
     lo, hi = (0.0, third) if direction > 0 else (width - third, float(width))
-    x = rng.uniform(lo + thrown.extent + 1.0, hi - thrown.extent - 1.0)
+    a, b = lo + thrown.extent + 1.0, hi - thrown.extent - 1.0
+    if b < a:  # a body wider than its third (large sizes on a small frame): start at the third's centre
+        a = b = (lo + hi) / 2
+    x = rng.uniform(a, b)
     y = floor + thrown.extent + rng.uniform(0.05, 0.3) * (height - floor)
     rise = rng.uniform(0.3, 0.9) * max(height - 1.0 - thrown.extent - y, 0.0)
     thrown.position = (float(x), float(y))

@@ -238,3 +238,19 @@ def test_objects_stay_inside_the_walls(config):
                 bbox = np.asarray(track["bbox"])  # (T, 4) x0, y0, x1, y1
                 assert bbox[:, 0].min() >= -0.5 - 0.5 and bbox[:, 2].max() <= meta["width"] - 0.5 + 0.5
                 assert bbox[:, 1].min() >= -0.5 - 0.5 and bbox[:, 3].max() <= meta["scene"]["floor_y"] + 0.5
+
+
+def test_throw_with_large_bodies_never_fails_to_place():
+    # The quickstart's slice uses sizes up to 0.26 m: a rotated large box is wider than a third of a 64 px
+    # frame, where the throw recipe's start range used to be empty (ValueError: high - low < 0, the clip
+    # dropped). It now starts at the centre of its third, still on the side the caption names.
+    config = WorldConfig(
+        families=("throw",), max_objects=1, sizes={"small": 0.16, "medium": 0.21, "large": 0.26}
+    )
+    sides = set()
+    for seed in range(60):
+        clip = generate_clip(config, seed)
+        start = clip.meta["start"][0]["horizontal"]
+        assert start in ("left", "right"), (seed, start)
+        sides.add(start)
+    assert sides == {"left", "right"}
