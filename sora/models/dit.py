@@ -39,6 +39,7 @@ from sora.models.layers import (
     modulate,
     rope_axes_dims,
     rope_cos_sin,
+    spatial_sincos_embedding,
     swiglu_hidden_dim,
 )
 
@@ -229,6 +230,11 @@ class AVDiTConfig:
     ``patch_size`` (time, height, width) latent cells per video token; ``audio_patch_size`` audio latent
     frames per audio token; ``single_stream_depth``: the last blocks share one set of weights over
     [text, video, audio]; ``rope_axes``: RoPE dims per (time, height, width) axis, None = split ``head_dim``.
+    ``spatial_embedding``: add a fixed sine-cosine embedding of each video token's place in the frame
+    (:func:`sora.models.layers.spatial_sincos_embedding`) to its patch embedding. RoPE alone is relative: a
+    video token learns where it is only through its angle to the text tokens at the origin, and the quickstart
+    model then ignored "left"/"right" in its prompts. False (the default here, for checkpoints made before the
+    option) keeps RoPE only; ``conf/model/dit/base.yaml`` turns it on.
     Activation checkpointing is not part of the architecture: :mod:`sora.training.parallel` applies it.
     """
 
@@ -249,6 +255,7 @@ class AVDiTConfig:
     rope_theta: float = 10000.0
     rope_axes: tuple[int, int, int] | None = None
     freq_dim: int = 256
+    spatial_embedding: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -524,7 +531,12 @@ class AVDiT(nn.Module):
         xs = [self.text_embed(text)]  # [(B, N_txt, D)]
         pt, ph, pw = self.patch_size
         patches = rearrange(video, "b c (t p) (h q) (w r) -> b (t h w) (c p q r)", p=pt, q=ph, r=pw)
-        xs.append(self.video_embed(patches))  # (B, Nv, D)
+        video_tokens = self.video_embed(patches)  # (B, Nv, D)
+        if self.spatial_embedding:  # the same (H'W', D) place vector on every latent frame
+            T, H, W = grid
+            place = spatial_sincos_embedding(H, W, self.hidden_size, video.device).to(video_tokens.dtype)
+            video_tokens = video_tokens + place.repeat(T, 1)[None]  # (1, T'H'W', D) t-major
+        xs.append(video_tokens)  # (B, Nv, D)
         tv = self._video_timesteps(t_video, video.shape)  # (B, Gv)
         conds = [None, self.t_embedder(tv) + pooled]  # video: (B, Gv, D)
         t_max = tv.amax(1)  # (B,) the noisiest token: the text stream's timestep

@@ -190,6 +190,29 @@ class TimestepEmbedder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def spatial_sincos_embedding(
+    height: int, width: int, dim: int, device: torch.device | None = None, max_freq: float = 16.0
+) -> Tensor:
+    """Fixed 2D sine-cosine embedding (H * W, dim) of each cell's place in the frame, row-major.
+
+    Coordinates are fractions of the frame, centred (``(i + 0.5) / H - 0.5`` in [-0.5, 0.5]), so a cell on
+    the left third of a 64-pixel frame and one on the left third of a 128-pixel frame get the same vector:
+    "left" means the same at every bucket size. Half the dimensions encode the row, half the column, each
+    with ``dim // 4`` frequencies from 1 to ``max_freq`` cycles per frame (sin and cos).
+    """
+    if dim % 4:
+        raise ValueError(f"the spatial embedding needs dim divisible by 4, got {dim}")
+    n = dim // 4
+    freqs = math.pi * torch.logspace(0, math.log2(max_freq), n, base=2.0, device=device)  # (n,)
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5
+    r = rows[:, None, None] * freqs  # (H, 1, n)
+    c = cols[None, :, None] * freqs  # (1, W, n)
+    r, c = torch.broadcast_tensors(r, c)  # (H, W, n)
+    emb = torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=-1)  # (H, W, dim)
+    return emb.reshape(height * width, dim)
+
+
 def rope_axes_dims(head_dim: int) -> tuple[int, int, int]:
     """Default split of a head's dimensions over (time, height, width), each even; time gets the remainder.
 
