@@ -59,6 +59,40 @@ def load_audio_window(data: bytes, start: float, duration: float, sample_rate: i
     return wav[:, :n] if wav.shape[1] >= n else F.pad(wav, (0, n - wav.shape[1]))
 
 
+def parse_meta(sample: dict) -> dict:
+    """The sample's json as a dict ({} without one); raises SampleError("bad_json") when it is not one."""
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise SampleError("bad_json", str(exc)) from exc
+    if not isinstance(meta, dict):
+        raise SampleError("bad_json", f"not an object: {type(meta).__name__}")
+    return meta
+
+
+def read_caption(sample: dict) -> str:
+    """The sample's ``txt`` (non-UTF-8 bytes decoded with U+FFFD replacement), stripped; "" without one."""
+    return sample.get("txt", b"").decode("utf-8", errors="replace").strip()
+
+
+def decode_whole_clip(sample: dict) -> media.Media:
+    """Every frame of a sample's video (PyAV) with its whole sound track at the source rate, or an image as a
+    one-frame clip (fps 1). Raises SampleError (``no_media``, ``decode_error``)."""
+    vkey = next((k for k in VIDEO_KEYS if k in sample), None)
+    ikey = next((k for k in IMAGE_KEYS if k in sample), None)
+    try:
+        if vkey is not None:
+            clip = media.read_media(sample[vkey])
+            if not clip.fps > 0:
+                raise ValueError("unknown frame rate")
+            return clip
+        if ikey is not None:
+            return media.Media(np.asarray(Image.open(io.BytesIO(sample[ikey])).convert("RGB"))[None], 1.0)
+    except Exception as exc:
+        raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from exc
+    raise SampleError("no_media", f"keys {sorted(k for k in sample if not k.startswith('__'))}")
+
+
 def decode_av_sample(
     sample: dict,
     spec: BucketSpec,
@@ -72,13 +106,7 @@ def decode_av_sample(
     """One raw webdataset sample -> (bucket, item) with ``video (3, T, H, W)``, ``audio (1, S)``,
     ``has_audio``, ``caption``, ``fps``, ``meta``. Raises SampleError (bad) or Filtered (no bucket).
     ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``."""
-    try:
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise SampleError("bad_json", str(exc)) from exc
-    if not isinstance(meta, dict):
-        raise SampleError("bad_json", f"not an object: {type(meta).__name__}")
-    caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
+    meta, caption = parse_meta(sample), read_caption(sample)
     vkey = next((k for k in VIDEO_KEYS if k in sample), None)
     ikey = next((k for k in IMAGE_KEYS if k in sample), None)
     audio = None

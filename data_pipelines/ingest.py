@@ -28,6 +28,12 @@ so it never duplicates nor loses a clip; files that failed (unreadable, cut shor
 encode) are tried again. ``ingest_report.json`` sums the state over all runs and lists every refused source,
 dropped clip, lost or padded audio track and variable-frame-rate file with its reason.
 
+With ``captioner=NAME`` (``ground_truth``, ``passthrough``, ``pixel``, ``hf``; options in ``conf/captioner/``)
+the main process captions the clips before they are written (``captioner.when=missing``: clips without a
+caption; ``always``: every clip), through the same code as ``recaption.run``: the new caption goes into
+``txt``, the json gets ``caption_original``, ``captioner`` and ``captions``; a clip the captioner fails on
+keeps its caption and is counted (``caption_failures``) and named (``caption_failed``) in the report.
+
 Bad input never stops the job: empty, truncated, unreadable files and files without a video stream are
 counted as unreadable with their error; a file that fails mid-stream keeps the clips decoded before the error
 (``files_partial``); non-UTF-8 captions are decoded with U+FFFD replacement, kept and counted.
@@ -54,6 +60,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from data_pipelines.av_samples import decode_whole_clip
 from data_pipelines.ingest_sources import (
     FETCHED_SCHEMES,
     Listing,
@@ -65,6 +72,9 @@ from data_pipelines.ingest_sources import (
     url_scheme,
 )
 from data_pipelines.shard_writer import ShardWriter
+from recaption.apply import caption_clips, recaptioned_meta
+from recaption.base import Captioner, CaptionInput
+from recaption.registry import build_captioner, captioner_spec, check_captioner
 from sora import media
 from sora.config import CONF_DIR, save_resolved_config
 
@@ -75,6 +85,7 @@ REPORT_FILE = "ingest_report.json"
 SHARD_PATTERN = "shard-%06d.tar"
 AUDIO_PAD_TOLERANCE = 0.1  # seconds: an AAC track may end a frame (1024 samples) before the video
 DROP_REASONS = ("too_short", "too_long", "low_resolution", "static", "encode_error")
+CAPTION_BATCH = 8  # clips per caption_batch call when ingest captions (captioner=)
 
 
 @dataclass
@@ -619,12 +630,53 @@ def _report(state: _State, listing: Listing, this_run: dict, cfg: DictConfig) ->
         "files_vfr": [{k: f[k] for k in ("source", "frames_repeated", "frames_skipped")} for f in vfr],
         "captions_non_utf8": sum(1 for f in files if f["caption_replaced"]),
         "captions_missing": sum(1 for f in files if f["caption_missing"] and not f["error"]),
+        "clips_uncaptioned": sum(f.get("clips_uncaptioned", 0) for f in files),
+        "captions_generated": sum(f.get("captions_generated", 0) for f in files),
+        "caption_failures": sum(len(f.get("caption_failed", [])) for f in files),
+        "caption_failed": [{"source": f["source"], **c} for f in files for c in f.get("caption_failed", [])],
         "refused": listing.refused,
         "files_ignored": dict(sorted(listing.ignored.items())),
         "shards": [{k: sh[k] for k in ("name", "samples", "bytes")} for sh in state.shards],
         "shards_missing": state.missing,
         "this_run": this_run,
     }
+
+
+def caption_new_clips(captioner: Captioner, clips: list[Clip], when: str) -> dict:
+    """Caption ``clips`` in place (all, or those without a caption when ``when="missing"``); returns
+    ``{"captions_generated": n, "caption_failed": [{"key", "reason", "message"}]}`` (a failed clip keeps its
+    caption)."""
+    todo = [c for c in clips if when == "always" or not c.caption]
+    failed: list[dict] = []
+    generated = 0
+    for start in range(0, len(todo), CAPTION_BATCH):
+        batch, inputs = [], []
+        for clip in todo[start : start + CAPTION_BATCH]:
+            try:
+                decoded = decode_whole_clip({"mp4": clip.mp4})
+                inputs.append(
+                    CaptionInput(
+                        frames=decoded.video,
+                        audio=decoded.audio,
+                        fps=decoded.fps,
+                        sample_rate=int(decoded.sample_rate or 0),
+                        meta=clip.meta,
+                        caption=clip.caption,
+                        key=clip.key,
+                    )
+                )
+                batch.append(clip)
+            except Exception as exc:  # noqa: BLE001 - the clip is written with its caption; the failure named
+                failed.append({"key": clip.key, "reason": "decode_error", "message": f"{exc}"[:500]})
+        for clip, outcome in zip(batch, caption_clips(captioner, inputs)):
+            if outcome.caption is None:
+                failed.append({"key": clip.key, "reason": outcome.reason, "message": outcome.message})
+                log.warning("caption failed for %s (%s): %s", clip.key, outcome.reason, outcome.message)
+                continue
+            clip.meta = recaptioned_meta(clip.meta, clip.caption, captioner, outcome.caption)
+            clip.caption = outcome.caption.text
+            generated += 1
+    return {"captions_generated": generated, "caption_failed": failed}
 
 
 def _out_dir(path: str) -> Path:
@@ -646,6 +698,13 @@ def run(cfg: DictConfig) -> dict:
         raise ValueError(f"ingest config: shard.max_samples / shard.max_bytes must be >= 1, got {cfg.shard}")
     if cfg.num_workers < 0:
         raise ValueError(f"ingest config: num_workers must be >= 0, got {cfg.num_workers}")
+    spec = captioner_spec(cfg.captioner) if cfg.get("captioner") is not None else None
+    when = "missing"
+    if spec is not None:  # a wrong name or a missing model folder stops here, before any work
+        check_captioner(spec["name"], **spec["options"])
+        when = str(cfg.captioner.get("when", "missing"))
+        if when not in ("missing", "always"):
+            raise ValueError(f"ingest config: captioner.when must be missing or always, got {when!r}")
     out_dir = _out_dir(str(cfg.out_dir))
     save_resolved_config(cfg, out_dir, "ingest_config.yaml")
     listing = list_sources(str(cfg.input), list(cfg.extensions), allow_pipe=bool(cfg.allow_pipe))
@@ -665,9 +724,12 @@ def run(cfg: DictConfig) -> dict:
         outcomes = pool.imap(_work, [(it, settings) for it in pending], chunksize=1)
     else:
         outcomes = (process_source(it, settings) for it in pending)
+    # built after the workers are forked: a model on a GPU stays in this process
+    captioner = build_captioner(spec["name"], **spec["options"]) if spec is not None else None
     try:
         for outcome in tqdm(outcomes, total=len(pending), desc="ingest", unit="file"):
             new = [c for c in outcome.clips if c.key not in state.keys]
+            captioned = caption_new_clips(captioner, new, when) if captioner is not None else {}
             for clip in new:
                 writer.add(clip)
             clips_written += len(new)
@@ -682,7 +744,10 @@ def run(cfg: DictConfig) -> dict:
                     outcome.frames_repeated,
                     outcome.frames_skipped,
                 )
-            writer.file_done({**outcome.summary(), "clips_added": len(new)})
+            uncaptioned = sum(1 for c in new if not c.caption)
+            writer.file_done(
+                {**outcome.summary(), "clips_added": len(new), "clips_uncaptioned": uncaptioned, **captioned}
+            )
         writer.close_shard()
     finally:
         if pool is not None:

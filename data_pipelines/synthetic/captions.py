@@ -369,3 +369,141 @@ def _background_sentence(cap: _Captioner) -> str:
         "noise": "a grainy {n} background",
     }[background["kind"]].format(n=background["name"])
     return cap.pick(("It all happens against {b}.", "The scene is set on {b}.")).format(b=look)
+
+
+# ---- fixed caption forms: short and structured ------------------------------------------------------------
+# Unlike the dense caption these draw nothing at random: the same ground truth always gives the same words,
+# so adding them changed no seed's dense caption, pictures or sound, and a captioner that reads the pixels
+# (recaption.pixel) can be scored against them word for word.
+
+SHAPE_NOUNS = {"circle": "ball", "box": "box"}
+SIDE_PHRASES = {"left": "on the left", "centre": "in the middle", "right": "on the right"}
+_MOTIONS = {  # motion -> (singular, plural) verb phrase; {d} is the direction
+    "falls": ("falls", "fall"),
+    "thrown": ("is thrown to the {d}", "are thrown to the {d}"),
+    "slides": ("slides to the {d}", "slide to the {d}"),
+    "rolls": ("rolls to the {d}", "roll to the {d}"),
+    "flies": ("flies to the {d}", "fly to the {d}"),
+    "knocked": ("is knocked to the {d}", "are knocked to the {d}"),
+    "rests": ("rests", "rest"),
+}
+
+
+def scene_facts(meta: dict) -> dict:
+    """The facts the short and structured captions say, read off the ground truth (image axes).
+
+    Returns ``{"objects": [{"id", "color", "shape", "size", "side", "motion", "direction", "bounces"}],
+    "sounds": [{"time", "loudness", "objects", "with"}]}``: ``side`` is the third of the image the object
+    starts in (left/centre/right), ``motion`` one of :data:`_MOTIONS` (with ``direction`` left/right or
+    None), ``bounces`` its floor impacts, and one sound per impact (``loudness`` loud/soft/"" from the
+    approach speed, as the dense caption's "loud"/"soft").
+    """
+    try:
+        px_per_m = float(meta["scene"]["px_per_m"])
+        tracks = {t["id"]: t for t in meta["tracks"]}
+        starts = {s["id"]: s["horizontal"] for s in meta["start"]}
+        objects, contacts = meta["objects"], meta["contacts"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a synthetic-world ground truth: missing {exc}") from exc
+    facts = []
+    for obj in sorted(objects, key=lambda o: o["id"]):
+        track, role = tracks[obj["id"]], obj.get("role", "resting")
+        direction = "right" if track["vx"][0] > 0 else "left"
+        if role == "dropped":
+            motion, direction = "falls", None
+        elif role == "thrown":
+            motion = "thrown"
+        elif role == "slid":
+            motion = "slides" if obj["shape"] == "box" else "rolls"
+        elif role == "launched":
+            motion = "flies"
+        else:  # resting: still, or knocked along by what hit it (the dense caption's threshold)
+            moved = track["x"][-1] - track["x"][0]
+            if abs(moved) > max(2.0, 0.5 * float(obj["radius_px"])):
+                motion, direction = "knocked", "right" if moved > 0 else "left"
+            else:
+                motion, direction = "rests", None
+        bounces = sum(1 for c in contacts if c["with"] == "floor" and obj["id"] in c["objects"])
+        facts.append(
+            {
+                "id": obj["id"],
+                "color": obj["color"],
+                "shape": obj["shape"],
+                "size": obj["size"],
+                "side": starts[obj["id"]],
+                "motion": motion,
+                "direction": direction,
+                "bounces": bounces,
+            }
+        )
+    sounds = []
+    for contact in sorted(contacts, key=lambda c: c["time"]):
+        speed = float(contact["speed"]) / px_per_m
+        loudness = "loud" if speed >= LOUD_SPEED else "soft" if speed <= SOFT_SPEED else ""
+        sounds.append(
+            {
+                "time": round(float(contact["time"]), 2),
+                "loudness": loudness,
+                "objects": list(contact["objects"]),
+                "with": contact["with"],
+            }
+        )
+    return {"objects": facts, "sounds": sounds}
+
+
+def _motion_phrase(fact: dict, plural: bool) -> str:
+    return _MOTIONS[fact["motion"]][int(plural)].format(d=fact["direction"])
+
+
+def short_caption(facts: dict) -> str:
+    """ "a red ball on the left falls"; "a red ball on the left and a blue box on the right fall".
+
+    Objects that do the same thing share one verb; groups that do different things are joined by "; "
+    ("a red ball on the right is thrown to the left; a blue box on the left rests").
+    """
+    groups: dict[str, list[dict]] = {}
+    for fact in facts["objects"]:
+        groups.setdefault(_motion_phrase(fact, plural=False), []).append(fact)
+    clauses = []
+    for group in groups.values():
+        names = [
+            f"{_article(f['color'])} {f['color']} {SHAPE_NOUNS[f['shape']]} {SIDE_PHRASES[f['side']]}"
+            for f in group
+        ]
+        clauses.append(f"{_join(names)} {_motion_phrase(group[0], plural=len(group) > 1)}")
+    return "; ".join(clauses)
+
+
+def structured_caption(facts: dict) -> str:
+    """Every object with its size, colour, shape, start side, motion and bounces, then every sound and when:
+
+    "objects: small red ball (left, falls, bounces 2), large blue box (right, thrown left); sounds: 2 impacts
+    at 0.41 s (red ball on the floor, loud), 0.93 s (red ball and blue box)".
+    """
+    colors = {f["id"]: f"{f['color']} {SHAPE_NOUNS[f['shape']]}" for f in facts["objects"]}
+    objects = []
+    for fact in facts["objects"]:
+        details = [fact["side"], " ".join(w for w in (fact["motion"], fact["direction"]) if w)]
+        if fact["bounces"]:
+            details.append(f"bounces {fact['bounces']}")
+        objects.append(f"{fact['size']} {colors[fact['id']]} ({', '.join(details)})")
+    sounds = []
+    for sound in facts["sounds"]:
+        what = " and ".join(colors[i] for i in sound["objects"])
+        if sound["with"] != "object":
+            surface = sound["with"].replace("wall_", "") + (
+                " wall" if sound["with"].startswith("wall") else ""
+            )
+            what += f" on the {surface}"
+        details = ", ".join(d for d in (what, sound["loudness"]) if d)
+        sounds.append(f"{sound['time']:.2f} s ({details})")
+    n = len(sounds)
+    heard = f"{n} impact{'s' if n != 1 else ''} at {', '.join(sounds)}" if n else "none"
+    return f"objects: {', '.join(objects)}; sounds: {heard}"
+
+
+def caption_forms(meta: dict) -> dict[str, str]:
+    """``{"dense", "short", "structured"}`` of a clip: the dense caption is the one in ``meta["caption"]``
+    (drawn by :func:`describe`); the other two are fixed functions of the ground truth."""
+    facts = scene_facts(meta)
+    return {"dense": meta["caption"], "short": short_caption(facts), "structured": structured_caption(facts)}

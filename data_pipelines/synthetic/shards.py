@@ -5,8 +5,9 @@ A clip is a pure function of ``(WorldConfig, seed, family)``. The dataset's clip
 byte-identical whatever the number of workers, and a run that was interrupted can resume: a shard is
 written under a temporary name and renamed when complete, and shards already on disk are skipped.
 
-Each sample holds ``__key__``, ``mp4`` (H.264 video + AAC sound), ``json`` (the ground-truth metadata)
-and ``txt`` (the caption).
+Each sample holds ``__key__``, ``mp4`` (H.264 video + AAC sound), ``json`` (the ground-truth metadata,
+with ``captions``: the dense caption and its ``short`` and ``structured`` forms) and ``txt`` (the dense
+caption).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from data_pipelines.shard_writer import ShardWriter
 from sora.media import encode_mp4
 
-from .captions import describe
+from .captions import caption_forms, describe
 from .config import WorldConfig
 from .palette import sample_background
 from .render import render_frames
@@ -93,6 +94,7 @@ def generate_clip(config: WorldConfig, seed: int, family: str | None = None) -> 
         "config": config.to_dict(),
     }
     meta["caption"], meta["caption_facts"] = describe(meta, text_rng)
+    meta["captions"] = caption_forms(meta)  # dense (the txt), short, structured: no random draw
     return Clip(
         video=render_frames(meta),
         audio=synthesize_audio(meta),
