@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data_pipelines.buckets import Bucket, BucketSpec
+from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.sample_errors import SampleError
 from sora import media
 
@@ -68,10 +69,13 @@ def decode_av_sample(
     train: bool,
     rng: np.random.Generator,
     with_audio: bool = True,
+    caption_mix: CaptionMix | None = None,
 ) -> tuple[Bucket, dict]:
     """One raw webdataset sample -> (bucket, item) with ``video (3, T, H, W)``, ``audio (1, S)``,
     ``has_audio``, ``caption``, ``fps``, ``meta``. Raises SampleError (bad) or Filtered (no bucket).
-    ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``."""
+    ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``.
+    ``caption_mix``: the caption form is drawn from ``rng`` after the window and crop (see
+    :mod:`data_pipelines.caption_forms`); None keeps the txt."""
     try:
         meta = json.loads(sample["json"]) if "json" in sample else {}
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -123,6 +127,8 @@ def decode_av_sample(
         "fps": float(fps),
         "meta": meta,
     }
+    if caption_mix is not None:
+        caption_mix.apply(item, rng)
     return bucket, item
 
 
