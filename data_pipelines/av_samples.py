@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data_pipelines.buckets import Bucket, BucketSpec
+from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.sample_errors import SampleError
 from sora import media
 
@@ -102,10 +103,13 @@ def decode_av_sample(
     train: bool,
     rng: np.random.Generator,
     with_audio: bool = True,
+    caption_mix: CaptionMix | None = None,
 ) -> tuple[Bucket, dict]:
     """One raw webdataset sample -> (bucket, item) with ``video (3, T, H, W)``, ``audio (1, S)``,
     ``has_audio``, ``caption``, ``fps``, ``meta``. Raises SampleError (bad) or Filtered (no bucket).
-    ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``."""
+    ``with_audio=False`` skips the audio decode (video-only stages): zeros and ``has_audio=False``.
+    ``caption_mix``: the caption form is drawn from ``rng`` after the window and crop (see
+    :mod:`data_pipelines.caption_forms`); None keeps the txt."""
     meta, caption = parse_meta(sample), read_caption(sample)
     vkey = next((k for k in VIDEO_KEYS if k in sample), None)
     ikey = next((k for k in IMAGE_KEYS if k in sample), None)
@@ -151,6 +155,8 @@ def decode_av_sample(
         "fps": float(fps),
         "meta": meta,
     }
+    if caption_mix is not None:
+        caption_mix.apply(item, rng)
     return bucket, item
 
 

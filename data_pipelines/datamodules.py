@@ -25,6 +25,7 @@ import torch
 
 from data_pipelines.av_samples import collate_av, decode_av_sample
 from data_pipelines.buckets import BucketSpec
+from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.shard_stream import ShardStream
 from data_pipelines.stream_loader import StreamLoader, StreamProgress, init_worker
 
@@ -34,7 +35,12 @@ log = logging.getLogger(__name__)
 class StreamingDataModule(L.LightningDataModule):
     """Shared streaming machinery: loaders over :class:`ShardStream`, skip counters, resumable state.
 
-    Subclasses implement ``_decoder(train) -> (decode(sample, rng=...), batch_size(bucket), collate(items))``.
+    Subclasses implement ``_decoder(train) -> (decode(sample, rng=...), batch_size(bucket), collate(items))``
+    and hand ``caption_mix`` to their decoder.
+
+    ``caption_keys``: ``{form: probability}`` caption forms mixed per sample (``txt`` = the sample's txt, any
+    other name = its json ``captions[name]``; a sample without the drawn form gets its txt and is counted as
+    ``caption_form_missing``), or None for the txt alone; see :mod:`data_pipelines.caption_forms`.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class StreamingDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         prefetch_factor: int = 2,
+        caption_keys: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if num_workers < 0:
@@ -68,6 +75,7 @@ class StreamingDataModule(L.LightningDataModule):
         self.resampled, self.epoch_samples, self.val_samples = resampled, epoch_samples, val_samples
         self.drop_partial, self.seed = drop_partial, seed
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
+        self.caption_mix = CaptionMix.from_config(caption_keys)  # None: the txt, as before
         self.progress, self.val_progress = StreamProgress(), StreamProgress()
 
     def _decoder(self, train: bool) -> tuple[Callable, Callable, Callable]:
@@ -156,6 +164,7 @@ class StreamingDataModule(L.LightningDataModule):
             "samples_consumed": p.samples_consumed,
             "skipped": dict(p.skipped),
             "filtered": p.filtered,
+            "counts": dict(p.counts),
         }
         states = [local]
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -189,6 +198,7 @@ class StreamingDataModule(L.LightningDataModule):
         p.waiting = waiting if same else {}
         p.samples_consumed = int(mine["samples_consumed"])
         p.skipped, p.filtered = Counter(mine["skipped"]), int(mine["filtered"])
+        p.counts = Counter(mine.get("counts", {}))  # absent in checkpoints written before caption_keys
         p.resume_pending, p.started = True, True
 
 
@@ -243,5 +253,6 @@ class VideoDataModule(StreamingDataModule):
             sample_rate=self.sample_rate,
             train=train,
             with_audio=self.with_audio,
+            caption_mix=self.caption_mix,
         )
         return decode, spec.batch_size, collate_av

@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from data_pipelines.av_samples import collate_av, decode_av_sample
 from data_pipelines.buckets import BucketSpec
+from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.datamodules import StreamingDataModule
 from data_pipelines.sample_errors import Filtered, SampleError
 from data_pipelines.shard_reader import expand_urls, read_shard
@@ -400,10 +401,21 @@ def encode_shards(
 # ------------------------------------------------------------------------------------------ reading back
 
 
-def decode_latent_sample(sample: dict, rng: np.random.Generator | None = None) -> tuple[Hashable, dict]:
-    """One latent-shard sample -> (shape key, item); the key groups equal latent shapes."""
+def decode_latent_sample(
+    sample: dict, rng: np.random.Generator | None = None, caption_mix: CaptionMix | None = None
+) -> tuple[Hashable, dict]:
+    """One latent-shard sample -> (shape key, item); the key groups equal latent shapes.
+
+    ``caption_mix`` draws the caption form from ``rng`` (:mod:`data_pipelines.caption_forms`). A sample with
+    stored text embeddings (those of its txt) and a mix that can draw another form raises
+    :class:`~data_pipelines.sample_errors.StreamConfigError`: embeddings cannot follow the caption.
+    """
     if "video_latent.npy" not in sample:
         raise SampleError("no_media", "no video_latent.npy")
+    if caption_mix is not None:
+        if rng is None:
+            raise ValueError("decode_latent_sample: caption_mix needs the per-sample rng")
+        caption_mix.check_stored_text(sample)
     try:
         meta = json.loads(sample["json"])
         arrays = {
@@ -426,6 +438,8 @@ def decode_latent_sample(sample: dict, rng: np.random.Generator | None = None) -
         "text_emb": arrays.get("text_emb.npy"),
         "text_mask": arrays.get("text_mask.npy"),
     }
+    if caption_mix is not None:
+        caption_mix.apply(item, rng)
     audio_shape = None if item["audio_latent"] is None else tuple(item["audio_latent"].shape)
     return (tuple(item["video_latent"].shape), audio_shape, item["text_emb"] is not None), item
 
@@ -461,6 +475,10 @@ class LatentDataModule(StreamingDataModule):
 
     Args:
         batch_size: samples per batch, or None to use ``max_tokens // (t * (h // patch) * (w // patch))``.
+        caption_keys (a streaming argument): caption forms mixed per sample from the json ``captions`` that
+            ``encode_shards`` keeps; shards with stored text embeddings (a frozen text encoder) hold those of
+            the txt only, so a mix that can draw another form stops with a StreamConfigError (a ValueError)
+            on their first sample: encode them without ``text.encoder`` to mix captions.
     """
 
     def __init__(
@@ -488,7 +506,8 @@ class LatentDataModule(StreamingDataModule):
         return max(1, int(self.max_tokens) // (t * max(1, h // p) * max(1, w // p)))
 
     def _decoder(self, train: bool) -> tuple[Callable, Callable, Callable]:
-        return decode_latent_sample, self._batch_size, collate_latents
+        decode = partial(decode_latent_sample, caption_mix=self.caption_mix)
+        return decode, self._batch_size, collate_latents
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -28,3 +28,10 @@ class NoUsableSamplesError(ValueError):
     Raised instead of looping forever (``resampled=True``) or yielding empty epochs; the message names the
     shards and the counts by reason.
     """
+
+
+class StreamConfigError(ValueError):
+    """The run's settings cannot read these shards at all (not one bad sample): a decoder raises it and the
+    stream stops with it, instead of counting every sample as skipped. E.g. ``caption_keys`` asking latent
+    shards with precomputed text embeddings for another caption form
+    (:meth:`data_pipelines.caption_forms.CaptionMix.check_stored_text`)."""

@@ -3,8 +3,13 @@
 Every loss is counted by reason (the shard reader's ``shard_error`` / ``corrupt_tar`` / ``truncated_tar``,
 the decoder's ``decode_error`` / ``bad_json`` / ``no_media``) and travels with the worker's next batch; the
 first :data:`LOGGED_SKIPS` skips of each reason are logged one line each, later ones at 100, 1000, 10000...
-so a bad dataset cannot flood the log. A stream with no usable sample ends with
-:class:`~data_pipelines.sample_errors.NoUsableSamplesError` (see :class:`StallWatch`) instead of spinning.
+so a bad dataset cannot flood the log. Events that are not losses (e.g. which caption form a sample got,
+:mod:`data_pipelines.caption_forms`) ride on the items as ``_counts`` and are summed per emitted batch into
+``batch["_stats"]["counts"]``: they count the samples of the batches actually emitted, so a sample replayed
+after a resume (it waited in a bucket at checkpoint time) is counted once. A stream with no usable sample
+ends with :class:`~data_pipelines.sample_errors.NoUsableSamplesError` (see :class:`StallWatch`) instead of
+spinning; a :class:`~data_pipelines.sample_errors.StreamConfigError` from a decoder (the settings cannot read
+the shards at all) stops the stream at once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from itertools import islice
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from data_pipelines.sample_errors import Filtered, NoUsableSamplesError, SampleError
+from data_pipelines.sample_errors import Filtered, NoUsableSamplesError, SampleError, StreamConfigError
 from data_pipelines.shard_reader import expand_urls, read_shards
 
 log = logging.getLogger(__name__)
@@ -215,6 +220,8 @@ class ShardStream(IterableDataset):
                 filtered_total += 1
                 usable = exc.by_chance
                 continue
+            except StreamConfigError:  # the settings, not the sample: stop, never count every sample
+                raise
             except Exception as exc:  # noqa: BLE001 - bad samples are counted, never raised
                 reason = exc.reason if isinstance(exc, SampleError) else "decode_error"
                 skips(reason, f"{sample.get('__url__')}:{sample.get('__key__')}", str(exc))
@@ -249,6 +256,9 @@ class ShardStream(IterableDataset):
         filtered: int,
         waiting: Mapping[Hashable, list[int]],
     ) -> dict:
+        counts: Counter = Counter()  # per-item events of the samples in this batch (e.g. caption forms)
+        for item in items:
+            counts.update(item.pop("_counts", {}))
         batch = self.collate(items)
         batch["_stats"] = {
             "rank": self.rank,
@@ -258,6 +268,7 @@ class ShardStream(IterableDataset):
             "waiting": sorted(p for positions in waiting.values() for p in positions),
             "skipped": dict(skipped),
             "filtered": filtered,
+            "counts": dict(counts),
         }
         return batch
 

@@ -27,6 +27,7 @@ class StreamProgress:
     samples_consumed: int = 0
     skipped: Counter = field(default_factory=Counter)
     filtered: int = 0
+    counts: Counter = field(default_factory=Counter)  # per-sample events of consumed batches (caption forms)
     started: bool = False
     resume_pending: bool = False
     yielded: int = 0
@@ -43,9 +44,10 @@ class StreamProgress:
         return self.epoch, dict(self.positions)
 
     def absorb(self, stats: dict) -> None:
-        """Add a worker's skip / filter counts."""
+        """Add a worker's skip / filter counts and the batch's event counts."""
         self.skipped.update(stats["skipped"])
         self.filtered += stats["filtered"]
+        self.counts.update(stats.get("counts", {}))
 
     def record(self, batch: dict, train: bool = True) -> dict:
         """Pop ``batch["_stats"]`` and account for the batch (call once per batch actually used)."""
