@@ -21,9 +21,13 @@ whole world.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
@@ -33,10 +37,52 @@ from rich.console import Console
 from sora.config import CONF_DIR, compose, save_resolved_config
 
 console = Console()
+log = logging.getLogger(__name__)
+LOG_FILE = "quickstart.log"
 
 
-def _done(path: Path) -> bool:
-    return path.exists()
+class Say:
+    """Prints to the terminal (rich) and writes the same line to ``quickstart.log``, whatever else logs there
+    (``python -m sora.quickstart`` gets the file from Hydra, ``run(cfg)`` from code gets it from
+    :func:`sora.training.run.log_to_file`). Training stages log their own progress there (ProgressLog)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.file_log = logging.getLogger("sora.quickstart.file")
+        self.file_log.propagate = False  # the terminal gets the rich line, not a second copy
+        self.file_log.setLevel(logging.INFO)
+
+    def __call__(self, message: str, style: str = "", rule: bool = False) -> None:
+        if rule:
+            console.rule(message)
+        else:
+            console.print(f"[{style}]{message}" if style else message, highlight=False, soft_wrap=True)
+        self.log(message)
+
+    def log(self, message: str) -> None:
+        record = self.file_log.makeRecord(self.file_log.name, logging.INFO, __file__, 0, message, None, None)
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "baseFilename", None) == str(self.path):
+                handler.handle(record)
+
+
+@contextlib.contextmanager
+def heartbeat(say: Say, name: str, count: Callable[[], str], every_s: float = 30.0) -> Iterator[None]:
+    """Writes ``<name>: <count()> (<elapsed> s)`` to the log file every ``every_s`` seconds while the block
+    runs: the log's progress for stages whose bar (tqdm, rich) only reaches the terminal."""
+    stop, t0 = threading.Event(), time.perf_counter()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            say.log(f"{name}: {count()} ({time.perf_counter() - t0:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Stages:
@@ -46,17 +92,18 @@ class Stages:
     so the ETA is the remaining stages' budget scaled by how fast the finished stages went.
     """
 
-    def __init__(self, budget: dict[str, float]) -> None:
+    def __init__(self, budget: dict[str, float], say: Say | None = None) -> None:
         self.budget, self.spent, self.expected_done = budget, 0.0, 0.0
         self.timings: dict[str, float] = {}
+        self.say = say or (lambda message, style="", rule=False: console.print(message))
 
     def run(self, name: str, output: Path, fn: Callable[[], object]) -> None:
         index = list(self.budget).index(name) + 1
-        if _done(output):
-            console.print(f"[dim]stage {index}/{len(self.budget)} {name}: {output} exists, skipped")
+        if output.exists():
+            self.say(f"stage {index}/{len(self.budget)} {name}: {output} exists, skipped", "dim")
             self.timings[name] = 0.0
             return
-        console.rule(f"stage {index}/{len(self.budget)}: {name}")
+        self.say(f"stage {index}/{len(self.budget)}: {name}", rule=True)
         t0 = time.perf_counter()
         fn()
         took = time.perf_counter() - t0
@@ -65,11 +112,34 @@ class Stages:
         self.expected_done += self.budget[name]
         rest = sum(v for k, v in self.budget.items() if k not in self.timings)
         eta = rest * (self.spent / max(self.expected_done, 1e-9))
-        console.print(f"[green]stage {name} done in {took / 60:.1f} min; about {eta / 60:.1f} min to go")
+        self.say(f"stage {name} done in {took / 60:.1f} min; about {eta / 60:.1f} min to go", "green")
+
+
+def _count(pattern_dir: Path, pattern: str, total: int | None = None) -> Callable[[], str]:
+    def count() -> str:
+        n = len(list(pattern_dir.glob(pattern))) if pattern_dir.exists() else 0
+        return f"{n}/{total} {pattern} written" if total else f"{n} {pattern} written"
+
+    return count
 
 
 def run(cfg: DictConfig) -> dict:
-    """Run every stage of the quickstart; returns the paths of the artefacts and the eval summary."""
+    """Run every stage of the quickstart; returns the artefacts' paths, the plan and the eval summary."""
+    from sora.quickstart_budget import check_budget
+    from sora.training.run import log_to_file
+
+    check_budget(cfg.get("budget_min"), _container(cfg.get("budget_shares")))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with log_to_file(out / LOG_FILE):
+        return _run(cfg, out, Say(out / LOG_FILE))
+
+
+def _container(node: object) -> object:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     from data_pipelines.latents import encode_shards
     from data_pipelines.synthetic import WorldConfig, write_shards
     from data_pipelines.synthetic.preview import preview_world
@@ -77,90 +147,71 @@ def run(cfg: DictConfig) -> dict:
     from sora.export import export
     from sora.training.run import train
 
-    out = Path(cfg.out_dir)
+    t_start = time.perf_counter()
     save_resolved_config(cfg, out, "quickstart_config.yaml")
     world, world_val = out / "world", out / "world_val"
     vae_video, vae_audio = out / "vae_video", out / "vae_audio"
     latents, dit, export_dir = out / "latents", out / "dit", out / "export"
-    stages = Stages(OmegaConf.to_container(cfg.budget_s))
-    common = ["logger=" + cfg.train_logger, f"seed={cfg.seed}"]
+    stages = Stages(OmegaConf.to_container(cfg.budget_s), say)
+    paths = {"world": world, "world_val": world_val, "vae_video": vae_video, "vae_audio": vae_audio}
+    paths.update({"latents": latents, "dit": dit})
 
     def world_stage() -> None:
         wc = WorldConfig(**OmegaConf.to_container(cfg.world))
-        write_shards(wc, world_val, cfg.val_clips, cfg.seed + 1, num_workers=cfg.num_workers)
-        write_shards(wc, world, cfg.train_clips, cfg.seed, num_workers=cfg.num_workers)
-        preview_world(wc, cfg.seed, min(8, cfg.train_clips), world)  # world/preview.png and preview.gif
+        shards = math.ceil(cfg.val_clips / 64) + math.ceil(cfg.train_clips / 64)
+        counter = _count(out, "world*/shard-*.tar", shards)
+        with heartbeat(say, "world", counter):
+            write_shards(wc, world_val, cfg.val_clips, cfg.seed + 1, num_workers=cfg.num_workers)
+            write_shards(wc, world, cfg.train_clips, cfg.seed, num_workers=cfg.num_workers)
+            preview_world(wc, cfg.seed, min(8, cfg.train_clips), world)  # world/preview.png and preview.gif
         (world / "DONE").write_text("ok")
 
-    def train_stage(experiment: str, run_dir: Path, extra: list[str]) -> Callable[[], None]:
+    def train_stage(name: str) -> Callable[[], None]:
         def fn() -> None:
-            overrides = [f"experiment={experiment}", f"out_dir={run_dir}", *common, *extra]
-            train(compose("train", overrides))
+            train_cfg = stage_config(cfg, name, paths, plan)
+            say(f"{name}: {train_cfg.trainer.max_steps} steps; progress every 30 s in {out / LOG_FILE}")
+            train(train_cfg)
+            (paths[name] / "DONE").write_text("ok")
 
         return fn
 
     def latents_stage() -> None:
         video, _ = load_network_from_checkpoint(vae_video / "checkpoints" / "last.ckpt", "vae")
         audio, _ = load_network_from_checkpoint(vae_audio / "checkpoints" / "last.ckpt", "vae")
-        encode_shards(
-            video,
-            audio,
-            str(world / "shard-*.tar"),
-            latents,
-            buckets={"64px": [cfg.num_frames]},
-            batch_size=8,
-            num_workers=min(1, cfg.num_workers),
-        )
+        with heartbeat(say, "latents", _count(latents, "shard-*.tar", len(list(world.glob("shard-*.tar"))))):
+            encode_shards(
+                video,
+                audio,
+                str(world / "shard-*.tar"),
+                latents,
+                buckets={"64px": [cfg.num_frames]},
+                batch_size=8,
+                num_workers=min(1, cfg.num_workers),
+            )
         (latents / "DONE").write_text("ok")
 
     stages.run("world", world / "DONE", world_stage)
-    stages.run(
-        "vae_video",
-        vae_video / "checkpoints" / "last.ckpt",
-        train_stage(
-            "vae_video_tiny",
-            vae_video,
-            [
-                f"data.train_urls={world}/shard-*.tar",
-                f"data.val_urls={world_val}/shard-*.tar",
-                f"trainer.max_steps={cfg.steps.vae_video}",
-            ],
-        ),
-    )
-    stages.run(
-        "vae_audio",
-        vae_audio / "checkpoints" / "last.ckpt",
-        train_stage(
-            "vae_audio_tiny",
-            vae_audio,
-            [
-                f"data.train_urls={world}/shard-*.tar",
-                f"data.val_urls={world_val}/shard-*.tar",
-                f"trainer.max_steps={cfg.steps.vae_audio}",
-            ],
-        ),
-    )
+    plan = None
+    if cfg.get("budget_min") is not None:
+        plan = plan_training(
+            cfg, out, paths, say, spent_s=time.perf_counter() - t_start, world_s=stages.timings["world"]
+        )
+    # A training stage is done when its DONE marker exists (written after train() returns): last.ckpt is
+    # also written every 500 steps, so an interrupted stage resumes (resume=auto) rather than being skipped.
+    stages.run("vae_video", vae_video / "DONE", train_stage("vae_video"))
+    stages.run("vae_audio", vae_audio / "DONE", train_stage("vae_audio"))
     stages.run("latents", latents / "DONE", latents_stage)
-    stages.run(
-        "dit",
-        dit / "checkpoints" / "last.ckpt",
-        train_stage(
-            "dit_tiny",
-            dit,
-            [
-                f"data.train_urls={latents}/shard-*.tar",
-                f"trainer.max_steps={cfg.steps.dit}",
-                f"module.video_vae_ckpt={vae_video}/checkpoints/last.ckpt",
-                f"module.audio_vae_ckpt={vae_audio}/checkpoints/last.ckpt",
-                *cfg.get("dit_overrides", []),
-            ],
-        ),
-    )
+    stages.run("dit", dit / "DONE", train_stage("dit"))
     stages.run(
         "export", export_dir / "config.json", lambda: export(dit / "checkpoints" / "last.ckpt", export_dir)
     )
-    stages.run("samples", out / "samples" / "samples.json", lambda: _samples(cfg, export_dir, world_val, out))
-    stages.run("eval", out / "results.json", lambda: _eval(cfg, export_dir, dit, out))
+    n_samples = cfg.sample_scenes * len(cfg.sample_modes)
+    with heartbeat(say, "samples", _count(out / "samples", "*.mp4", n_samples)):
+        stages.run(
+            "samples", out / "samples" / "samples.json", lambda: _samples(cfg, export_dir, world_val, out)
+        )
+    with heartbeat(say, "eval", _count(out / "clips", "*.mp4")):
+        stages.run("eval", out / "results.json", lambda: _eval(cfg, export_dir, dit, out))
 
     report = out / "report.html"  # the suite writes results.json, report.html and clips/ into out_dir
     results = json.loads((out / "results.json").read_text())
@@ -168,11 +219,123 @@ def run(cfg: DictConfig) -> dict:
         "report": str(report),
         "export": str(export_dir),
         "timings_s": stages.timings,
+        "budget_min": cfg.get("budget_min"),
+        "plan": plan,
         "summary": results.get("summary", {}),
     }
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"[bold green]quickstart done: open {report}")
+    total = time.perf_counter() - t_start
+    say(f"quickstart done in {total / 60:.1f} min: open {report}", "bold green")
     return summary
+
+
+TRAINING_EXPERIMENTS = {"vae_video": "vae_video_tiny", "vae_audio": "vae_audio_tiny", "dit": "dit_tiny"}
+
+
+def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[str]:
+    """The ``train.py`` overrides of a training stage (``vae_video``, ``vae_audio`` or ``dit``) at its fixed
+    steps; the DiT's include ``dit_overrides``."""
+    world, world_val = paths["world"], paths["world_val"]
+    common = [
+        f"experiment={TRAINING_EXPERIMENTS[name]}",
+        f"out_dir={paths[name]}",
+        "logger=" + cfg.train_logger,
+        f"seed={cfg.seed}",
+        f"trainer.max_steps={cfg.steps[name]}",
+        "resume=auto",  # an interrupted stage continues from its newest checkpoint
+    ]
+    if name in ("vae_video", "vae_audio"):
+        return [*common, f"data.train_urls={world}/shard-*.tar", f"data.val_urls={world_val}/shard-*.tar"]
+    return [
+        *common,
+        f"data.train_urls={paths['latents']}/shard-*.tar",
+        f"module.video_vae_ckpt={paths['vae_video']}/checkpoints/last.ckpt",
+        f"module.audio_vae_ckpt={paths['vae_audio']}/checkpoints/last.ckpt",
+        *cfg.get("dit_overrides", []),
+    ]
+
+
+def stage_config(cfg: DictConfig, name: str, paths: dict[str, Path], plan: dict | None) -> DictConfig:
+    """The composed training config of a stage: the fixed steps without a plan (``budget_min=null``: exactly
+    the config's values), else the plan's steps with the step-counted schedules scaled to them."""
+    from sora.quickstart_budget import apply_stage_plan
+
+    train_cfg = compose("train", stage_overrides(cfg, name, paths))
+    if plan is not None and name in plan["stages"]:
+        apply_stage_plan(train_cfg, plan["stages"][name])
+    return train_cfg
+
+
+def plan_training(
+    cfg: DictConfig,
+    out: Path,
+    paths: dict[str, Path],
+    say: Say,
+    *,
+    spent_s: float,
+    world_s: float,
+    calibrate: Callable[..., dict] | None = None,
+) -> dict:
+    """The run's training plan: the one saved in ``out`` (a rerun), else calibrate the unfinished training
+    stages, plan (:func:`sora.quickstart_budget.make_plan`), save and print it. ``calibrate`` (for tests)
+    stands in for :func:`sora.quickstart_budget.calibrate_stages`."""
+    from sora.quickstart_budget import (
+        FIXED_STAGES,
+        TRAINING_STAGES,
+        calibrate_stages,
+        describe_plan,
+        load_plan,
+        make_plan,
+        plan_inputs,
+        save_plan,
+    )
+
+    steps = {s: int(cfg.steps[s]) for s in TRAINING_STAGES}
+    shares = _container(cfg.get("budget_shares"))
+    margin = float(cfg.get("budget_margin", 0.1))
+    inputs = plan_inputs(cfg.budget_min, steps, shares, margin)
+    plan = load_plan(out, inputs)
+    if plan is not None:
+        say(
+            f"time budget: the plan in {out / 'budget_plan.json'} (made when this run started) is reused",
+            "cyan",
+        )
+        for line in describe_plan(plan):
+            say(line)
+        return plan
+    todo = [s for s in TRAINING_STAGES if not (paths[s] / "DONE").exists()]
+    say(f"time budget {cfg.budget_min} min: calibrating {', '.join(todo) or 'nothing'}", "cyan")
+    t0 = time.perf_counter()
+    configs = {s: compose("train", stage_overrides(cfg, s, paths)) for s in todo}
+    timings = (calibrate or calibrate_stages)(
+        configs, world_glob=f"{paths['world']}/shard-*.tar", steps=steps, num_frames=int(cfg.num_frames)
+    )
+    spent_s += time.perf_counter() - t0
+    budget_s = OmegaConf.to_container(cfg.budget_s)
+    # The machine's slowdown against the 2-core reference that budget_s was measured on, from the world stage
+    # (when it ran now), scales the expected time of the stages that do not train.
+    speed = min(4.0, max(0.5, world_s / budget_s["world"])) if world_s > 0 and budget_s.get("world") else 1.0
+    done_fixed = {"latents": paths["latents"] / "DONE"}
+    fixed = {
+        s: budget_s.get(s, 0.0) * speed
+        for s in FIXED_STAGES
+        if s != "world" and not (s in done_fixed and done_fixed[s].exists())
+    }
+    plan = make_plan(
+        budget_min=cfg.budget_min,
+        spent_s=spent_s,
+        fixed_expected_s=fixed,
+        margin=margin,
+        steps=steps,
+        timings=timings,
+        shares=shares,
+    )
+    plan["speed_vs_reference"] = speed
+    path = save_plan(out, plan)
+    say(f"time budget: plan written to {path}", "cyan")
+    for line in describe_plan(plan):
+        say(line)
+    return plan
 
 
 def _samples(cfg: DictConfig, export_dir: Path, world_val: Path, out: Path) -> None:

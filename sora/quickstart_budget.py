@@ -1,0 +1,358 @@
+"""The quickstart's wall-time budget: from measured step times to the steps each training stage gets.
+
+With ``budget_min`` set, :func:`sora.quickstart.run` writes the world, then calibrates each training stage
+(a few optimizer steps of the stage's own config in a temporary folder: :func:`calibrate_stage`), and
+:func:`make_plan` sizes the stages:
+
+    training time = budget - time already spent (world, calibration)
+                    - expected time of the fixed stages still to run (latents, export, samples, eval: their
+                      ``budget_s`` seconds, times the machine's slowdown measured on the world stage)
+                    - ``budget_margin`` of the budget (validation at the end of the VAE stages, checkpoints,
+                      load that changes during the run) - each training stage's measured start-up time
+
+That time is split between the training stages in the proportions of the fixed ``steps`` (every stage's
+steps are multiplied by the same factor, so the recipe's balance is kept) or, with ``budget_shares``, in
+the given shares of time. Schedules that count steps scale with the stage: the learning-rate warm-up
+(``module.optim.warmup_steps``) and the DiT's text-to-image warm-up (``module.image_first_steps``) keep
+their fraction of the stage's steps; the cosine decay follows ``trainer.max_steps`` already.
+
+The plan is written to ``<out_dir>/budget_plan.json`` before the first training stage starts and reused as
+is by a rerun (an interrupted run continues with the steps it planned), so a finished stage is never
+re-planned. ``budget_min: null`` skips all of this: the fixed ``steps`` exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+TRAINING_STAGES = ("vae_video", "vae_audio", "dit")
+FIXED_STAGES = ("world", "latents", "export", "samples", "eval")
+PLAN_FILE = "budget_plan.json"
+
+
+@dataclass
+class StageTiming:
+    """What a calibration measured for one training stage (seconds).
+
+    ``step_s``: mean wall time per optimizer step at the stage's mix of steps; ``startup_s``: from the
+    call to the end of the first step, less one step; ``detail``: the times the mean is made of (the DiT:
+    ``image_step_s``, ``video_step_s``, ``image_fraction``)."""
+
+    step_s: float
+    startup_s: float
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+def step_seconds(ends: list[float]) -> list[float]:
+    """Durations between consecutive step ends: the first step's own duration (start-up included) is not
+    among them, so the first step of a run is never timed."""
+    return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+
+
+def _median(durations: list[float], what: str) -> float:
+    if not durations:
+        raise ValueError(f"calibration of {what}: need at least 2 timed steps of that kind")
+    return statistics.median(durations)
+
+
+def timing_from_steps(
+    call_s: float, steps: list[tuple[float, bool]], *, image_fraction: float | None = None
+) -> StageTiming:
+    """A :class:`StageTiming` from a calibration's step ends ``[(t_end, is_image_step), ...]`` (the clock
+    read after each step) and ``call_s``, the clock when the stage was called.
+
+    Without ``image_fraction`` every step is one kind (the VAEs). With it (the DiT), image and video steps
+    are timed apart and mixed: ``step_s = f * image + (1 - f) * video``. Calibration runs the image steps
+    first, then the video steps; the first step of each kind (allocator and autograd warm-up for a new
+    shape) is not timed. Medians: a stall of another process on a shared machine does not move them."""
+    if len(steps) < 2:
+        raise ValueError(f"calibration: need at least 2 timed steps, got {len(steps)}")
+    ends = [t for t, _ in steps]
+    if image_fraction is None:
+        step = _median(step_seconds(ends), "the stage")
+        detail: dict[str, float] = {}
+    else:
+        if not 0.0 <= image_fraction <= 1.0:
+            raise ValueError(f"image_fraction must be in [0, 1], got {image_fraction}")
+        images = [t for t, image in steps if image]
+        videos = [t for t, image in steps if not image]
+        if images and videos and max(images) > min(videos):
+            raise ValueError("calibration: the DiT's image steps must all come before its video steps")
+        image_s = _median(step_seconds(images), "the DiT's image steps") if image_fraction > 0 else 0.0
+        video_s = _median(step_seconds(videos), "the DiT's video steps") if image_fraction < 1 else 0.0
+        step = image_fraction * image_s + (1 - image_fraction) * video_s
+        detail = {"image_step_s": image_s, "video_step_s": video_s, "image_fraction": image_fraction}
+    startup = max(0.0, ends[0] - call_s - step)
+    return StageTiming(step_s=step, startup_s=startup, detail=detail)
+
+
+def dit_image_fraction(steps: int, image_first_steps: int, image_prob: float) -> float:
+    """The share of a DiT run's steps that are text-to-image: all of the first ``image_first_steps``, then
+    ``image_prob`` of the rest."""
+    if steps <= 0:
+        raise ValueError(f"steps.dit must be > 0, got {steps}")
+    first = min(1.0, image_first_steps / steps)
+    return first + (1.0 - first) * image_prob
+
+
+def check_budget(budget_min: object, shares: object) -> None:
+    """Bad ``budget_min`` / ``budget_shares`` fail before any stage runs."""
+    if budget_min is None:
+        return
+    if isinstance(budget_min, bool) or not isinstance(budget_min, (int, float)) or not budget_min > 0:
+        raise ValueError(
+            f"budget_min must be a number of minutes > 0, or null for the fixed steps; got {budget_min!r}"
+        )
+    if shares is None:
+        return
+    if not isinstance(shares, dict) or not shares:
+        raise ValueError(f"budget_shares must be null or a mapping stage -> share, got {shares!r}")
+    unknown = set(shares) - set(TRAINING_STAGES)
+    if unknown or set(shares) != set(TRAINING_STAGES):
+        raise ValueError(
+            f"budget_shares needs exactly the training stages {list(TRAINING_STAGES)}, got {sorted(shares)}"
+        )
+    bad = {
+        k: v for k, v in shares.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
+    }
+    if bad:
+        raise ValueError(f"budget_shares must be numbers > 0, got {bad}")
+
+
+def make_plan(
+    *,
+    budget_min: float,
+    spent_s: float,
+    fixed_expected_s: dict[str, float],
+    margin: float,
+    steps: dict[str, int],
+    timings: dict[str, StageTiming],
+    shares: dict[str, float] | None = None,
+) -> dict:
+    """Steps per training stage that fill ``budget_min`` (see the module docstring for the rule).
+
+    ``spent_s``: seconds already spent in this run (world, calibration); ``fixed_expected_s``: expected
+    seconds of the fixed stages still to run; ``timings``: the calibrations of the training stages still to
+    run (a stage without one is already done and gets no time)."""
+    check_budget(budget_min, shares)
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"budget_margin must be in [0, 1), got {margin}")
+    budget_s = 60.0 * budget_min
+    todo = [s for s in TRAINING_STAGES if s in timings]
+    startup = sum(timings[s].startup_s for s in todo)
+    reserved = spent_s + sum(fixed_expected_s.values()) + margin * budget_s + startup
+    train_s = budget_s - reserved
+    expected = sum(fixed_expected_s.values())
+    if todo and train_s <= 0:
+        raise ValueError(
+            f"budget_min={budget_min} leaves no time to train: {reserved / 60:.1f} min go to the stages "
+            f"that do not train (spent {spent_s / 60:.1f}, expected {expected / 60:.1f}), the "
+            f"training stages' start-up ({startup / 60:.1f}) and the margin ({margin:.0%}); give a larger "
+            "budget_min, or budget_min=null for the fixed steps"
+        )
+    if shares:
+        total = sum(shares[s] for s in todo)
+        seconds = {s: train_s * shares[s] / total for s in todo}
+        planned = {s: max(1, math.floor(seconds[s] / timings[s].step_s)) for s in todo}
+        rule = "budget_shares: " + ", ".join(f"{s} {shares[s] / total:.0%}" for s in todo) + " of the time"
+    else:
+        fixed_time = sum(steps[s] * timings[s].step_s for s in todo)
+        factor = train_s / fixed_time if todo else 1.0
+        planned = {s: max(1, math.floor(factor * steps[s])) for s in todo}
+        rule = f"the fixed steps times {factor:.3f} (the time split in their proportions)"
+    stages = {
+        s: {
+            "fixed_steps": int(steps[s]),
+            "steps": planned[s],
+            "scale": planned[s] / steps[s],
+            "step_s": timings[s].step_s,
+            "startup_s": timings[s].startup_s,
+            "minutes": (planned[s] * timings[s].step_s + timings[s].startup_s) / 60.0,
+            **timings[s].detail,
+        }
+        for s in todo
+    }
+    return {
+        "budget_min": budget_min,
+        "inputs": plan_inputs(budget_min, steps, shares, margin),
+        "rule": rule,
+        "spent_s": spent_s,
+        "fixed_expected_s": dict(fixed_expected_s),
+        "margin_s": margin * budget_s,
+        "train_s": max(0.0, train_s),
+        "stages": stages,
+    }
+
+
+def plan_inputs(budget_min: float, steps: dict[str, int], shares: dict | None, margin: float) -> dict:
+    """What a saved plan was made for; a rerun with other values does not reuse it."""
+    return {
+        "budget_min": budget_min,
+        "steps": {s: int(steps[s]) for s in TRAINING_STAGES},
+        "shares": dict(shares) if shares else None,
+        "margin": margin,
+    }
+
+
+def load_plan(out_dir: Path, inputs: dict) -> dict | None:
+    """The plan saved in ``out_dir`` (None without one). A plan made for other inputs is an error: the
+    stages it sized may be finished, so quietly planning again would mix two recipes in one run."""
+    path = Path(out_dir) / PLAN_FILE
+    if not path.exists():
+        return None
+    plan = json.loads(path.read_text())
+    if plan.get("inputs") != inputs:
+        raise ValueError(
+            f"{path} was planned for {plan.get('inputs')}, this run asks for {inputs}: rerun with the "
+            f"planned values, use another out_dir, or delete {path} to plan the unfinished stages again"
+        )
+    return plan
+
+
+def save_plan(out_dir: Path, plan: dict) -> Path:
+    path = Path(out_dir) / PLAN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan, indent=2))
+    return path
+
+
+def apply_stage_plan(cfg: DictConfig, stage: dict) -> dict[str, int]:
+    """Set a composed training config to the planned steps, with the step-counted schedules scaled by the
+    same factor (``scale`` = planned / fixed steps): ``module.optim.warmup_steps`` and
+    ``module.image_first_steps`` (when the module has them). Returns what was set."""
+    steps, scale = int(stage["steps"]), stage["steps"] / stage["fixed_steps"]
+    changed = {"trainer.max_steps": steps}
+    with open_dict(cfg):
+        cfg.trainer.max_steps = steps
+        optim = cfg.module.get("optim")
+        if optim is not None and optim.get("warmup_steps"):
+            optim.warmup_steps = min(steps, max(1, round(optim.warmup_steps * scale)))
+            changed["module.optim.warmup_steps"] = int(optim.warmup_steps)
+        if cfg.module.get("image_first_steps"):
+            cfg.module.image_first_steps = min(steps, round(cfg.module.image_first_steps * scale))
+            changed["module.image_first_steps"] = int(cfg.module.image_first_steps)
+    return changed
+
+
+def describe_plan(plan: dict) -> list[str]:
+    """The plan as lines for the terminal and the log: what was measured, reserved and chosen."""
+    lines = [
+        f"time budget {plan['budget_min']} min: {plan['train_s'] / 60:.1f} min of training after "
+        f"{plan['spent_s'] / 60:.1f} min spent (world, calibration), "
+        f"{sum(plan['fixed_expected_s'].values()) / 60:.1f} min expected for "
+        f"{', '.join(plan['fixed_expected_s']) or 'no other stage'} "
+        f"and a margin of {plan['margin_s'] / 60:.1f} min",
+        f"steps: {plan['rule']}",
+    ]
+    for name, s in plan["stages"].items():
+        measured = f"{s['step_s']:.3f} s/step"
+        if "image_step_s" in s:
+            measured += (
+                f" ({s['image_fraction']:.0%} image steps at {s['image_step_s']:.3f} s, "
+                f"video steps at {s['video_step_s']:.3f} s)"
+            )
+        lines.append(
+            f"  {name}: {s['steps']} steps (fixed {s['fixed_steps']}, x{s['scale']:.2f}) at {measured}, "
+            f"start-up {s['startup_s']:.1f} s: {s['minutes']:.1f} min"
+        )
+    return lines
+
+
+def timing_dict(timing: StageTiming) -> dict:
+    return asdict(timing)
+
+
+# ---- calibration: a few real steps of each stage, in a temporary folder ------------------------------------
+
+CALIBRATION_STEPS = {"vae_video": 8, "vae_audio": 6}
+CALIBRATION_DIT_STEPS = (5, 5)  # image steps, then video steps (the first of each kind is not timed)
+
+
+def calibrate_stages(
+    configs: dict[str, DictConfig],
+    *,
+    world_glob: str,
+    steps: dict[str, int],
+    num_frames: int = 17,
+) -> dict[str, StageTiming]:
+    """Time a few optimizer steps of each training stage's composed config (``configs``: stage -> config)
+    on this machine. Each runs in a temporary folder with no checkpoint callback, no validation, no samples
+    and a CSV logger, so nothing is left in the stage's own folder (the stage does not look started). The
+    DiT runs on latents of one world shard made by untrained VAEs of the same architecture (the latents
+    stage has not run yet; a step's time depends on the shapes only) and times image and video steps."""
+    timings = {}
+    with tempfile.TemporaryDirectory(prefix="sora-calibration-") as tmp:
+        for name, cfg in configs.items():
+            cfg = copy.deepcopy(cfg)
+            run_dir = Path(tmp) / name
+            image_fraction = None
+            if name == "dit":
+                n_image, n_video = CALIBRATION_DIT_STEPS
+                image_fraction = dit_image_fraction(
+                    steps["dit"],
+                    int(cfg.module.get("image_first_steps", 0)),
+                    float(cfg.module.get("image_prob", 0)),
+                )
+                with open_dict(cfg):
+                    cfg.data.train_urls = _calibration_latents(
+                        cfg, world_glob, Path(tmp) / "latents", num_frames
+                    )
+                    cfg.data.resampled = True  # one shard: no epoch restarts inside the timed steps
+                    cfg.module.video_vae_ckpt = cfg.module.audio_vae_ckpt = None
+                    cfg.module.image_first_steps, cfg.module.image_prob = n_image, 0.0
+                total = n_image + n_video
+            else:
+                total = CALIBRATION_STEPS[name]
+            timings[name] = _time_steps(cfg, run_dir, total, image_fraction)
+    return timings
+
+
+def _calibration_latents(cfg: DictConfig, world_glob: str, out: Path, num_frames: int) -> str:
+    from data_pipelines.latents import encode_shards
+    from data_pipelines.shard_reader import expand_urls
+    from sora.checkpoint import build_module
+
+    shards = expand_urls(world_glob)[:1]
+    if not shards:
+        raise ValueError(f"calibration: no world shards match {world_glob}")
+    with torch.random.fork_rng():  # untrained VAEs: the run's random state is left as it was
+        torch.manual_seed(0)
+        video, audio = build_module(cfg.model.video_vae), build_module(cfg.model.audio_vae)
+    encode_shards(video, audio, shards, out, buckets={"64px": [num_frames]}, batch_size=8)
+    return f"{out}/shard-*.tar"
+
+
+def _time_steps(cfg: DictConfig, run_dir: Path, total: int, image_fraction: float | None) -> StageTiming:
+    from sora.training.run import train
+
+    times = run_dir / "step_times.json"
+    with open_dict(cfg):
+        cfg.out_dir = str(run_dir)
+        cfg.resume = None
+        cfg.ckpt_path = None
+        cfg.trainer.max_steps = total
+        cfg.trainer.limit_val_batches = 0
+        cfg.logger = {
+            "_target_": "lightning.pytorch.loggers.CSVLogger",
+            "save_dir": str(run_dir),
+            "name": "logs",
+        }
+        for name in ("checkpoint", "samples", "latent_stats", "preemption"):
+            if name in cfg.callbacks:
+                cfg.callbacks[name] = None
+        cfg.callbacks.step_times = {"_target_": "sora.training.progress.StepTimes", "path": str(times)}
+    call = time.perf_counter()  # the clock StepTimes reads
+    train(cfg)
+    record = json.loads(times.read_text())
+    steps = [(float(t), bool(image)) for t, image in record["steps"]]
+    return timing_from_steps(call, steps, image_fraction=image_fraction)

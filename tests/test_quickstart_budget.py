@@ -1,0 +1,273 @@
+"""The quickstart's time budget: calibration records -> step times -> plan -> training configs, with a fake
+timer; the plan is saved, reused on a rerun, printed and logged; budget_min=null keeps the fixed steps."""
+
+import json
+import logging
+import math
+
+import pytest
+
+from sora.config import compose
+from sora.quickstart_budget import (
+    StageTiming,
+    apply_stage_plan,
+    check_budget,
+    dit_image_fraction,
+    make_plan,
+    timing_from_steps,
+)
+
+STEPS = {"vae_video": 2600, "vae_audio": 600, "dit": 2800}
+TIMINGS = {
+    "vae_video": StageTiming(step_s=0.1, startup_s=5.0),
+    "vae_audio": StageTiming(step_s=0.2, startup_s=5.0),
+    "dit": StageTiming(step_s=0.25, startup_s=10.0),
+}
+
+
+def _plan(budget_min, **kwargs):
+    args = dict(
+        budget_min=budget_min,
+        spent_s=60.0,
+        fixed_expected_s={"latents": 10.0, "export": 1.0, "samples": 5.0, "eval": 104.0},
+        margin=0.1,
+        steps=STEPS,
+        timings=TIMINGS,
+    )
+    return make_plan(**{**args, **kwargs})
+
+
+def test_timing_from_steps_with_a_fake_timer():
+    call = 100.0
+    # A VAE: the first step ends 2.0 s after the call (1.5 s start-up + 0.5 s), then one every 0.5 s except
+    # a stall of another process (median: not moved by it).
+    ends = [102.0, 102.5, 103.0, 103.5, 106.0, 106.5, 107.0]
+    timing = timing_from_steps(call, [(t, False) for t in ends])
+    assert timing.step_s == pytest.approx(0.5) and timing.startup_s == pytest.approx(1.5)
+    # The DiT: image steps every 0.1 s, then video steps every 0.3 s; the first video step (0.7 s: new
+    # shapes) is not timed. A quarter of the run's steps are image steps.
+    steps = [(101.0, True), (101.1, True), (101.2, True), (101.9, False), (102.2, False), (102.5, False)]
+    timing = timing_from_steps(call, steps, image_fraction=0.25)
+    assert timing.detail["image_step_s"] == pytest.approx(0.1)
+    assert timing.detail["video_step_s"] == pytest.approx(0.3)
+    assert timing.step_s == pytest.approx(0.25 * 0.1 + 0.75 * 0.3)
+    with pytest.raises(ValueError, match="image steps must all come before"):
+        timing_from_steps(call, [(1.0, False), (2.0, True), (3.0, True), (4.0, False)], image_fraction=0.5)
+    with pytest.raises(ValueError, match="need at least 2 timed steps"):
+        timing_from_steps(call, [(1.0, True), (2.0, False), (3.0, False)], image_fraction=0.5)
+
+
+def test_dit_image_fraction():
+    assert dit_image_fraction(2800, 1000, 0.1) == pytest.approx(1000 / 2800 + (1800 / 2800) * 0.1)
+    assert dit_image_fraction(500, 1000, 0.1) == 1.0  # the warm-up is longer than the run
+    assert dit_image_fraction(100, 0, 0.0) == 0.0
+
+
+def test_plan_fills_the_budget_and_scales_with_it():
+    plan = _plan(20)
+    reserved = 60.0 + 120.0 + 0.1 * 1200 + 20.0  # spent, fixed stages, margin, start-ups
+    assert plan["train_s"] == pytest.approx(1200 - reserved)
+    factor = plan["train_s"] / sum(STEPS[s] * TIMINGS[s].step_s for s in STEPS)
+    for name, stage in plan["stages"].items():
+        assert stage["steps"] == math.floor(factor * STEPS[name])  # the recipe's proportions are kept
+        assert stage["minutes"] == pytest.approx(
+            (stage["steps"] * TIMINGS[name].step_s + 5.0 * (1 + (name == "dit"))) / 60
+        )
+    used = sum(s["steps"] * TIMINGS[n].step_s for n, s in plan["stages"].items())
+    assert plan["train_s"] - 1.0 < used <= plan["train_s"]
+    bigger = _plan(40)  # 20 more minutes, all of it (less the margin) for training
+    assert bigger["train_s"] - plan["train_s"] == pytest.approx(20 * 60 * 0.9)
+    for name in STEPS:
+        assert bigger["stages"][name]["steps"] > 1.8 * plan["stages"][name]["steps"]
+
+
+def test_plan_with_shares_and_finished_stages():
+    shares = {"vae_video": 0.5, "vae_audio": 0.25, "dit": 0.25}
+    plan = _plan(20, shares=shares)
+    for name, share in shares.items():
+        assert plan["stages"][name]["steps"] == math.floor(plan["train_s"] * share / TIMINGS[name].step_s)
+    # Finished stages have no calibration: they get no time; the others share it.
+    rest = _plan(20, timings={"dit": TIMINGS["dit"]})
+    assert list(rest["stages"]) == ["dit"]
+    assert rest["stages"]["dit"]["steps"] == math.floor(rest["train_s"] / 0.25)
+
+
+def test_bad_budgets_are_refused():
+    with pytest.raises(ValueError, match="leaves no time to train"):
+        _plan(2)
+    with pytest.raises(ValueError, match="budget_min must be a number of minutes > 0"):
+        check_budget(0, None)
+    with pytest.raises(ValueError, match="budget_min must be a number of minutes > 0"):
+        check_budget("20", None)
+    with pytest.raises(ValueError, match="needs exactly the training stages"):
+        check_budget(20, {"dit": 1.0})
+    with pytest.raises(ValueError, match="must be numbers > 0"):
+        check_budget(20, {"vae_video": 1, "vae_audio": 0, "dit": 1})
+    check_budget(None, None)
+    with pytest.raises(ValueError, match="budget_margin must be in"):
+        _plan(20, margin=1.0)
+
+
+def _paths(tmp_path):
+    names = ["world", "world_val", "vae_video", "vae_audio", "latents", "dit"]
+    return {n: tmp_path / n for n in names}
+
+
+def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_path):
+    from sora.quickstart import stage_config
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "budget_min=null"])
+    paths = _paths(tmp_path)
+    fixed = stage_config(cfg, "dit", paths, None)
+    assert fixed.trainer.max_steps == cfg.steps.dit
+    assert fixed.module.optim.total_steps == cfg.steps.dit
+    first = next(int(o.split("=")[1]) for o in cfg.dit_overrides if o.startswith("module.image_first_steps="))
+    assert fixed.module.image_first_steps == first and fixed.module.optim.warmup_steps == 100
+    stage = {"fixed_steps": cfg.steps.dit, "steps": cfg.steps.dit // 2}
+    planned = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}})
+    assert planned.trainer.max_steps == cfg.steps.dit // 2
+    assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
+    assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
+    assert planned.module.optim.warmup_steps == 50
+    vae = stage_config(cfg, "vae_video", paths, {"stages": {"vae_video": {"fixed_steps": 100, "steps": 300}}})
+    assert vae.trainer.max_steps == 300 and vae.module.optim.warmup_steps == 60
+    assert vae.trainer.val_check_interval == 300  # validation still once, at the end
+    assert apply_stage_plan(vae, {"fixed_steps": 300, "steps": 3}) == {
+        "trainer.max_steps": 3,
+        "module.optim.warmup_steps": 1,
+    }
+
+
+def _fake_calibrate(calls):
+    def calibrate(configs, *, world_glob, steps, num_frames):
+        calls.append(sorted(configs))
+        assert configs["dit"].module.image_prob == 0.1  # the stage's own config (dit_overrides applied)
+        call = 0.0
+        out = {}
+        for name, step in (("vae_video", 0.1), ("vae_audio", 0.2)):
+            out[name] = timing_from_steps(call, [(2.0 + i * step, False) for i in range(6)])
+        frac = dit_image_fraction(steps["dit"], 1000, 0.1)
+        dit = [(3.0 + 0.15 * i, True) for i in range(4)] + [(4.0 + 0.35 * i, False) for i in range(4)]
+        out["dit"] = timing_from_steps(call, dit, image_fraction=frac)
+        return out
+
+    return calibrate
+
+
+def test_plan_is_saved_printed_logged_and_reused_on_rerun(tmp_path, capsys):
+    from sora.quickstart import LOG_FILE, Say, plan_training
+    from sora.training.run import log_to_file
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "budget_min=20"])
+    paths, calls = _paths(tmp_path), []
+    with log_to_file(tmp_path / LOG_FILE):
+        plan = plan_training(
+            cfg,
+            tmp_path,
+            paths,
+            Say(tmp_path / LOG_FILE),
+            spent_s=30.0,
+            world_s=15.0,
+            calibrate=_fake_calibrate(calls),
+        )
+    assert calls == [["dit", "vae_audio", "vae_video"]]
+    saved = json.loads((tmp_path / "budget_plan.json").read_text())
+    assert saved["stages"] == plan["stages"]
+    dit = plan["stages"]["dit"]
+    assert dit["image_step_s"] == pytest.approx(0.15) and dit["video_step_s"] == pytest.approx(0.35)
+    # The world took 15 s against the 10 s expected: the stages that do not train are expected 1.5x slower.
+    assert plan["fixed_expected_s"]["eval"] == pytest.approx(1.5 * cfg.budget_s.eval)
+    printed, logged = capsys.readouterr().out, (tmp_path / LOG_FILE).read_text()
+    for text in (printed, logged):
+        assert f"dit: {dit['steps']} steps (fixed {cfg.steps.dit}" in text
+        assert "0.150 s" in text and "0.350 s" in text and "calibrating" in text
+
+    def must_not_calibrate(*args, **kwargs):
+        raise AssertionError("a saved plan is reused, not calibrated again")
+
+    with log_to_file(tmp_path / LOG_FILE):
+        again = plan_training(
+            cfg,
+            tmp_path,
+            paths,
+            Say(tmp_path / LOG_FILE),
+            spent_s=1.0,
+            world_s=0.0,
+            calibrate=must_not_calibrate,
+        )
+    assert again == saved
+    assert "is reused" in (tmp_path / LOG_FILE).read_text()
+    other = compose("quickstart", [f"out_dir={tmp_path}", "budget_min=30"])
+    with pytest.raises(ValueError, match="was planned for"):
+        plan_training(other, tmp_path, paths, Say(tmp_path / LOG_FILE), spent_s=1.0, world_s=0.0)
+
+
+def test_finished_stages_are_not_calibrated(tmp_path):
+    from sora.quickstart import Say, plan_training
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}"])
+    paths, calls = _paths(tmp_path), []
+    for name in ("vae_video", "vae_audio"):
+        paths[name].mkdir()
+        (paths[name] / "DONE").write_text("ok")
+
+    def calibrate(configs, **kwargs):
+        calls.append(sorted(configs))
+        return {"dit": StageTiming(step_s=0.2, startup_s=1.0)}
+
+    plan = plan_training(
+        cfg, tmp_path, paths, Say(tmp_path / "q.log"), spent_s=0.0, world_s=0.0, calibrate=calibrate
+    )
+    assert calls == [["dit"]] and list(plan["stages"]) == ["dit"]
+
+
+def test_calibration_times_real_steps_and_leaves_nothing_behind(world_shards, tmp_path):
+    """A real calibration of the DiT (test size) on latents made from a world shard: image and video steps
+    are timed, and neither the stage's folder nor the temporary one is left."""
+    import tempfile
+    from pathlib import Path
+
+    from sora.quickstart import stage_overrides
+    from sora.quickstart_budget import calibrate_stages
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "dit_overrides=[data.batch_size=2]"])
+    paths = _paths(tmp_path)
+    paths["world"] = world_shards
+    configs = {"dit": compose("train", stage_overrides(cfg, "dit", paths))}
+    before = set(Path(tempfile.gettempdir()).glob("sora-calibration-*"))
+    timings = calibrate_stages(
+        configs, world_glob=f"{world_shards}/shard-*.tar", steps={"dit": 100}, num_frames=17
+    )
+    dit = timings["dit"]
+    assert dit.detail["image_step_s"] > 0 and dit.detail["video_step_s"] > 0 and dit.startup_s >= 0
+    assert dit.detail["image_fraction"] == 0.0 and dit.step_s == dit.detail["video_step_s"]
+    assert not paths["dit"].exists()
+    assert set(Path(tempfile.gettempdir()).glob("sora-calibration-*")) == before
+
+
+def test_progress_log_writes_at_the_first_step_every_interval_and_at_the_end(caplog):
+    from types import SimpleNamespace
+
+    import torch
+
+    from sora.training.progress import ProgressLog
+
+    now = [0.0]
+    cb = ProgressLog(every_s=30.0, clock=lambda: now[0])
+    trainer = SimpleNamespace(global_step=0, max_steps=10, callback_metrics={"train/loss": torch.tensor(0.5)})
+    cb.on_train_start(trainer, None)
+    with caplog.at_level(logging.INFO, logger="sora.training.progress"):
+        for step in range(1, 11):
+            now[0] += 10.0  # 10 s per step: a line at step 1, then every 30 s, and the last step
+            trainer.global_step = step
+            cb.on_train_batch_end(trainer, torch.nn.Linear(1, 1))
+    assert [line.split(",")[0] for line in cb.lines] == [
+        "step 1/10 (10%)",
+        "step 4/10 (40%)",
+        "step 7/10 (70%)",
+        "step 10/10 (100%)",
+    ]
+    assert cb.lines[1] == "step 4/10 (40%), loss 0.5000, 10.000 s/step, about 1.0 min to go"
+    assert "Linear: step 10/10" in caplog.text
+    with pytest.raises(ValueError, match="every_s must be > 0"):
+        ProgressLog(every_s=0)
