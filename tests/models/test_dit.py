@@ -458,9 +458,8 @@ def test_compiled_blocks_on_cuda_match_eager_forward_and_backward():
 
 
 def test_spatial_embedding_is_added_to_each_token_by_its_place():
-    # RoPE is relative: a video token knows its place in the frame only through its angle to the text
-    # tokens at the origin, and the quickstart model ignored "left"/"right" (swapping them in the captions
-    # changed its loss by 0.04%). The spatial embedding hands every token its (row, column) directly: token
+    # RoPE is relative: a video token knows its place in the frame through its angle to the text tokens at
+    # the origin. The optional spatial embedding hands every token its (row, column) directly: token
     # (t, h, w) gets place[h * W' + w] on every latent frame t.
     from sora.models.layers import spatial_sincos_embedding
 
