@@ -251,8 +251,18 @@ def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[
         f"data.train_urls={paths['latents']}/shard-*.tar",
         f"module.video_vae_ckpt={paths['vae_video']}/checkpoints/last.ckpt",
         f"module.audio_vae_ckpt={paths['vae_audio']}/checkpoints/last.ckpt",
+        f"module.sampling.num_frames={cfg.num_frames}",  # generate the window it trains on
+        f"data.caption_keys={_caption_keys(cfg)}",
         *cfg.get("dit_overrides", []),
     ]
+
+
+def _caption_keys(cfg: DictConfig) -> str:
+    """``caption_keys`` as a Hydra override value: ``{txt:0.5,short:0.5}`` or ``null``."""
+    keys = cfg.get("caption_keys")
+    if not keys:
+        return "null"
+    return "{" + ",".join(f"{k}:{float(v)}" for k, v in keys.items()) + "}"
 
 
 def stage_config(cfg: DictConfig, name: str, paths: dict[str, Path], plan: dict | None) -> DictConfig:
@@ -388,24 +398,31 @@ def _eval(cfg: DictConfig, export_dir: Path, dit: Path, out: Path) -> None:
     untrained = out / "untrained.ckpt"
     if not untrained.exists():
         _untrained_checkpoint(dit / "checkpoints" / "last.ckpt", untrained)
-    eval_cfg = compose(
-        "eval",
-        [
-            f"checkpoint={export_dir}",
-            f"baseline_checkpoint={untrained}",
-            f"out_dir={out}",
-            f"suite.num_scenes={cfg.eval_scenes}",
-            f"suite.steps={cfg.sample_steps}",
-            "suite.baseline_modes=[t2av]",
-        ],
-    )
-    # Held-out scenes come from the world the model was trained on, in its families only.
+    suite.run(eval_config(cfg, export_dir, out, baseline=untrained))
+
+
+def eval_config(cfg: DictConfig, checkpoint: Path, out: Path, baseline: Path | None = None) -> DictConfig:
+    """The quickstart's ``world`` suite config for ``checkpoint`` (an export folder or a ``.ckpt``): its
+    held-out scenes come from the world the model was trained on, in its families only, with the
+    quickstart's scene count, sampling steps and ``eval_overrides`` (``benchmarks/learning_curve.py`` scores
+    a run's intermediate checkpoints with the same config)."""
+    overrides = [
+        f"checkpoint={checkpoint}",
+        f"out_dir={out}",
+        f"suite.num_scenes={cfg.eval_scenes}",
+        f"suite.steps={cfg.sample_steps}",
+        "suite.baseline_modes=[t2av]",
+        *cfg.get("eval_overrides", []),
+    ]
+    if baseline is not None:
+        overrides.append(f"baseline_checkpoint={baseline}")
+    eval_cfg = compose("eval", overrides)
     world = OmegaConf.to_container(cfg.world, resolve=True)
     with open_dict(eval_cfg):
         eval_cfg.suite.world = world
         if world.get("families"):
             eval_cfg.suite.families = list(world["families"])
-    suite.run(eval_cfg)
+    return eval_cfg
 
 
 def _untrained_checkpoint(trained: Path, path: Path) -> None:

@@ -126,3 +126,21 @@ def test_quickstart_runs_from_another_directory_without_the_repository_on_the_pa
     timings = json.loads(proc.stdout.strip().splitlines()[-1])
     assert timings["vae_audio"] > 0 and all(timings[k] == 0.0 for k in timings if k != "vae_audio"), timings
     assert (out / "vae_audio" / "checkpoints" / "last.ckpt").is_file() and (out / "quickstart.json").is_file()
+
+
+def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(tmp_path):
+    from sora.quickstart import eval_config, stage_config
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "num_frames=13"])
+    names = ("world", "world_val", "vae_video", "vae_audio", "latents", "dit")
+    paths = {name: tmp_path / name for name in names}
+    dit = stage_config(cfg, "dit", paths, None)
+    assert dit.module.sampling.num_frames == 13  # the DiT generates the window it trained on
+    assert dict(dit.data.caption_keys) == {"txt": 0.5, "short": 0.5}
+    dense_cfg = compose("quickstart", [f"out_dir={tmp_path}", "caption_keys=null"])
+    dense = stage_config(dense_cfg, "dit", paths, None)
+    assert dense.data.caption_keys is None
+
+    suite = eval_config(cfg, tmp_path / "export", tmp_path / "eval").suite
+    assert suite.num_scenes == cfg.eval_scenes and list(suite.modes) == ["t2av"]
+    assert list(suite.families) == list(cfg.world.families)  # held-out scenes from the training slice
