@@ -158,16 +158,25 @@ class VideoVAELoss(nn.Module):
 
 
 class AudioVAELoss(nn.Module):
-    """L1 on log-mel + `kl_weight` * KL, per sample, averaged over the samples with `has_audio`.
+    """L1 on log-mel + `linear_weight` * spectral convergence + `kl_weight` * KL, per sample, averaged over
+    the samples with `has_audio`.
+
+    L1 on log-mel is a median regression in the log domain: a short run settles it by flattening the rare
+    loud bins of an impact, and the decoded sound came out 7.8 dB quieter than the clip it encoded (median
+    -9 dB on the quickstart's world, up to -17 dB on metal clangs), though the mean log-mel matched. Spectral
+    convergence on the linear mel magnitude, ``||exp(t) - exp(r)||_F / ||exp(t)||_F``, weighs bins by their
+    energy, so the peaks that set the loudness count.
 
     KL is summed over latents and divided by the number of log-mel elements (per-element, like the
     reconstruction). Clips without sound contribute exactly zero (a batch with no sound gives a zero loss that
     still backpropagates). Their audio should be zeros (silence); it is encoded anyway to keep shapes static.
     """
 
-    def __init__(self, kl_weight: float = 1e-6) -> None:
+    def __init__(self, kl_weight: float = 1e-6, linear_weight: float = 0.0) -> None:
         super().__init__()
-        self.kl_weight = kl_weight
+        if linear_weight < 0:
+            raise ValueError(f"linear_weight must be >= 0, got {linear_weight}")
+        self.kl_weight, self.linear_weight = kl_weight, linear_weight
 
     def forward(
         self, recon: Tensor, target: Tensor, posterior: DiagonalGaussian, has_audio: Tensor | None = None
@@ -183,12 +192,17 @@ class AudioVAELoss(nn.Module):
         mask = has_audio.to(device=recon.device, dtype=torch.bool)
         rec = (recon.float() - target.float()).abs().mean(dim=(1, 2))  # (B,)
         kl = posterior.kl() / target[0].numel()  # (B,)
-        per_sample = torch.where(mask, rec + self.kl_weight * kl, torch.zeros_like(rec))
+        lin_t, lin_r = target.float().exp(), recon.float().clamp(max=20.0).exp()  # linear mel magnitude
+        sc = (lin_t - lin_r).flatten(1).norm(dim=1) / lin_t.flatten(1).norm(dim=1).clamp(min=1e-8)  # (B,)
+        per_sample = torch.where(
+            mask, rec + self.linear_weight * sc + self.kl_weight * kl, torch.zeros_like(rec)
+        )
         n = mask.sum().clamp(min=1)
         loss = per_sample.sum() / n
         logs = {
             "rec": (torch.where(mask, rec, torch.zeros_like(rec)).sum() / n).detach(),
             "kl": (torch.where(mask, kl, torch.zeros_like(kl)).sum() / n).detach(),
+            "spectral_convergence": (torch.where(mask, sc, torch.zeros_like(sc)).sum() / n).detach(),
             "audio_fraction": mask.float().mean(),
             "loss": loss.detach(),
         }
