@@ -141,7 +141,7 @@ def test_failed_clips_keep_their_caption_and_corrupt_clips_are_named(shards, tmp
     samples = [s for name in ("shard-000000.tar", "shard-000001.tar") for s in _samples(shards / name)]
     broken = {"__key__": "broken", "mp4": b"\x00\x00\x00\x18ftypmp42 not a video", "json": b"{}", "txt": b"x"}
     bad_json = {**samples[3], "__key__": "badjson", "json": b"{not json"}
-    mixed = [samples[0], broken, samples[1], samples[2], bad_json, samples[3]]
+    mixed = [{**samples[0], "cls": b"7"}, broken, samples[1], samples[2], bad_json, samples[3]]
     src = tmp_path / "in" / "mixed.tar"
     write_shard(src, mixed)
     keys = [s["__key__"] for s in samples]
@@ -166,6 +166,7 @@ def test_failed_clips_keep_their_caption_and_corrupt_clips_are_named(shards, tmp
     written = {s["__key__"]: s for s in _samples(tmp_path / "out" / "mixed.tar")}
     assert list(written) == keys
     assert written[keys[0]]["txt"] == f"clip {keys[0]}".encode()
+    assert written[keys[0]]["cls"] == b"7" and written[keys[0]]["mp4"] == samples[0]["mp4"]  # copied as is
     for key, original in zip(keys[1:], samples[1:]):  # failed: txt and json exactly as they were
         assert written[key]["txt"] == original["txt"] and written[key]["json"] == original["json"]
 
