@@ -165,20 +165,28 @@ def recaption_shard(
 # ------------------------------------------------------------------------------------------ workers
 
 _WORKER: dict = {}
+BUILD_FAILED = "the captioner could not be built"
 
 
 def _init_worker(captioner: Captioner | dict, settings: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _WORKER.update(captioner=None, build_error=None, **settings)
     if isinstance(captioner, dict):
-        captioner = build_captioner(captioner["name"], **captioner["options"])
-    _WORKER.update(captioner=captioner, **settings)
+        try:
+            captioner = build_captioner(captioner["name"], **captioner["options"])
+        except Exception as exc:  # noqa: BLE001 - raised in a pool initializer it would respawn workers forever
+            _WORKER["build_error"] = f"{BUILD_FAILED}: {type(exc).__name__}: {exc}"
+            return
+    _WORKER["captioner"] = captioner
 
 
 def _work(task: tuple[str, str]) -> dict:
     """Worker: one shard; a bug that escapes the per-clip handling fails this shard only (reported)."""
     url, out_path = task
+    if _WORKER["build_error"]:
+        return {"shard": Path(out_path).name, "input": url, "error": _WORKER["build_error"]}
     try:
         return recaption_shard(
             url, Path(out_path), _WORKER["captioner"], batch_size=_WORKER["batch_size"], when=_WORKER["when"]
@@ -244,6 +252,8 @@ def recaption_shards(
                 bar.update(1)
     elif tasks:
         _init_worker(captioner, settings)
+        if _WORKER["build_error"]:
+            raise ValueError(f"recaption: {_WORKER['build_error']}")
         for task in tasks:
             results.append(_work(task))
             bar.update(1)
@@ -254,6 +264,9 @@ def recaption_shards(
     tmp = out / (name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, out / name)
+    unbuilt = [f["error"] for f in report["shards_failed"] if f["error"].startswith(BUILD_FAILED)]
+    if unbuilt:
+        raise ValueError(f"recaption: {unbuilt[0]} (report: {out / name})")
     log.info(
         "recaption: %d samples, %d recaptioned, %d kept their caption %s, %d corrupt; report %s",
         report["samples"],

@@ -201,3 +201,18 @@ def test_a_missing_model_folder_stops_the_job_before_any_work(shards, tmp_path):
         recaption_shards(str(shards / "shard-*.tar"), out, {"name": "vlm", "options": {}})
     with pytest.raises(ValueError, match="out_dir .* holds the input"):
         recaption_shards(str(shards / "shard-000000.tar"), shards, GroundTruthCaptioner())
+
+
+def test_a_captioner_that_cannot_be_built_in_the_workers_fails_the_job_with_its_reason(shards, tmp_path):
+    spec = {
+        "name": "ground_truth",
+        "options": {"form": "long"},
+    }  # the registry's check passes, the class refuses
+    for workers in (0, 2):
+        with pytest.raises(
+            ValueError, match="could not be built: ValueError: ground_truth captioner: form must be"
+        ):
+            recaption_shards(
+                str(shards / "shard-*.tar"), tmp_path / f"out{workers}", spec, num_workers=workers
+            )
+    assert not list((tmp_path / "out2").glob("*.tar"))
