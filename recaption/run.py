@@ -68,22 +68,17 @@ def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
     return [u for i, u in enumerate(urls) if i % world_size == rank]
 
 
-def _clip(sample: dict) -> tuple[dict, str, CaptionInput]:
-    """(json, caption, CaptionInput) of a sample; raises SampleError / ValueError when it cannot be used."""
-    meta, caption = parse_meta(sample), read_caption(sample)
+def _clip(sample: dict, meta: dict, caption: str) -> CaptionInput:
+    """The sample's decoded clip as a captioner sees it; raises SampleError / ValueError when it cannot be."""
     clip = decode_whole_clip(sample)
-    return (
-        meta,
-        caption,
-        CaptionInput(
-            frames=clip.video,
-            audio=clip.audio,
-            fps=clip.fps,
-            sample_rate=int(clip.sample_rate or 0),
-            meta=meta,
-            caption=caption,
-            key=str(sample["__key__"]),
-        ),
+    return CaptionInput(
+        frames=clip.video,
+        audio=clip.audio,
+        fps=clip.fps,
+        sample_rate=int(clip.sample_rate or 0),
+        meta=meta,
+        caption=caption,
+        key=str(sample["__key__"]),
     )
 
 
@@ -140,14 +135,14 @@ def recaption_shard(
         for sample in read_shard(url, on_skip):
             stats["samples"] += 1
             try:
-                meta, caption, clip = _clip(sample)
+                meta, caption = parse_meta(sample), read_caption(sample)
+                clip = _clip(sample, meta, caption) if when == "always" or not caption else None
             except (SampleError, ValueError) as exc:
                 reason = exc.reason if isinstance(exc, SampleError) else "decode_error"
                 on_skip(reason, f"{url}:{sample['__key__']}", str(exc))
                 continue
-            if when == "missing" and caption:
+            if clip is None:  # when=missing and it has a caption: copied as it is, not decoded
                 stats["already_captioned"] += 1
-                clip = None
             pending.append((sample, meta, caption, clip))
             if sum(c is not None for *_, c in pending) >= batch_size:
                 flush(writer)
