@@ -724,9 +724,9 @@ def run(cfg: DictConfig) -> dict:
         outcomes = pool.imap(_work, [(it, settings) for it in pending], chunksize=1)
     else:
         outcomes = (process_source(it, settings) for it in pending)
-    # built after the workers are forked: a model on a GPU stays in this process
-    captioner = build_captioner(spec["name"], **spec["options"]) if spec is not None else None
     try:
+        # built after the workers are forked: a model on a GPU stays in this process
+        captioner = build_captioner(spec["name"], **spec["options"]) if spec is not None else None
         for outcome in tqdm(outcomes, total=len(pending), desc="ingest", unit="file"):
             new = [c for c in outcome.clips if c.key not in state.keys]
             captioned = caption_new_clips(captioner, new, when) if captioner is not None else {}

@@ -68,22 +68,17 @@ def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
     return [u for i, u in enumerate(urls) if i % world_size == rank]
 
 
-def _clip(sample: dict) -> tuple[dict, str, CaptionInput]:
-    """(json, caption, CaptionInput) of a sample; raises SampleError / ValueError when it cannot be used."""
-    meta, caption = parse_meta(sample), read_caption(sample)
+def _clip(sample: dict, meta: dict, caption: str) -> CaptionInput:
+    """The sample's decoded clip as a captioner sees it; raises SampleError / ValueError when it cannot be."""
     clip = decode_whole_clip(sample)
-    return (
-        meta,
-        caption,
-        CaptionInput(
-            frames=clip.video,
-            audio=clip.audio,
-            fps=clip.fps,
-            sample_rate=int(clip.sample_rate or 0),
-            meta=meta,
-            caption=caption,
-            key=str(sample["__key__"]),
-        ),
+    return CaptionInput(
+        frames=clip.video,
+        audio=clip.audio,
+        fps=clip.fps,
+        sample_rate=int(clip.sample_rate or 0),
+        meta=meta,
+        caption=caption,
+        key=str(sample["__key__"]),
     )
 
 
@@ -140,14 +135,14 @@ def recaption_shard(
         for sample in read_shard(url, on_skip):
             stats["samples"] += 1
             try:
-                meta, caption, clip = _clip(sample)
+                meta, caption = parse_meta(sample), read_caption(sample)
+                clip = _clip(sample, meta, caption) if when == "always" or not caption else None
             except (SampleError, ValueError) as exc:
                 reason = exc.reason if isinstance(exc, SampleError) else "decode_error"
                 on_skip(reason, f"{url}:{sample['__key__']}", str(exc))
                 continue
-            if when == "missing" and caption:
+            if clip is None:  # when=missing and it has a caption: copied as it is, not decoded
                 stats["already_captioned"] += 1
-                clip = None
             pending.append((sample, meta, caption, clip))
             if sum(c is not None for *_, c in pending) >= batch_size:
                 flush(writer)
@@ -165,20 +160,28 @@ def recaption_shard(
 # ------------------------------------------------------------------------------------------ workers
 
 _WORKER: dict = {}
+BUILD_FAILED = "the captioner could not be built"
 
 
 def _init_worker(captioner: Captioner | dict, settings: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _WORKER.update(captioner=None, build_error=None, **settings)
     if isinstance(captioner, dict):
-        captioner = build_captioner(captioner["name"], **captioner["options"])
-    _WORKER.update(captioner=captioner, **settings)
+        try:
+            captioner = build_captioner(captioner["name"], **captioner["options"])
+        except Exception as exc:  # noqa: BLE001 - raised in a pool initializer it would respawn workers forever
+            _WORKER["build_error"] = f"{BUILD_FAILED}: {type(exc).__name__}: {exc}"
+            return
+    _WORKER["captioner"] = captioner
 
 
 def _work(task: tuple[str, str]) -> dict:
     """Worker: one shard; a bug that escapes the per-clip handling fails this shard only (reported)."""
     url, out_path = task
+    if _WORKER["build_error"]:
+        return {"shard": Path(out_path).name, "input": url, "error": _WORKER["build_error"]}
     try:
         return recaption_shard(
             url, Path(out_path), _WORKER["captioner"], batch_size=_WORKER["batch_size"], when=_WORKER["when"]
@@ -244,6 +247,8 @@ def recaption_shards(
                 bar.update(1)
     elif tasks:
         _init_worker(captioner, settings)
+        if _WORKER["build_error"]:
+            raise ValueError(f"recaption: {_WORKER['build_error']}")
         for task in tasks:
             results.append(_work(task))
             bar.update(1)
@@ -254,6 +259,9 @@ def recaption_shards(
     tmp = out / (name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, out / name)
+    unbuilt = [f["error"] for f in report["shards_failed"] if f["error"].startswith(BUILD_FAILED)]
+    if unbuilt:
+        raise ValueError(f"recaption: {unbuilt[0]} (report: {out / name})")
     log.info(
         "recaption: %d samples, %d recaptioned, %d kept their caption %s, %d corrupt; report %s",
         report["samples"],

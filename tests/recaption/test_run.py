@@ -141,7 +141,7 @@ def test_failed_clips_keep_their_caption_and_corrupt_clips_are_named(shards, tmp
     samples = [s for name in ("shard-000000.tar", "shard-000001.tar") for s in _samples(shards / name)]
     broken = {"__key__": "broken", "mp4": b"\x00\x00\x00\x18ftypmp42 not a video", "json": b"{}", "txt": b"x"}
     bad_json = {**samples[3], "__key__": "badjson", "json": b"{not json"}
-    mixed = [samples[0], broken, samples[1], samples[2], bad_json, samples[3]]
+    mixed = [{**samples[0], "cls": b"7"}, broken, samples[1], samples[2], bad_json, samples[3]]
     src = tmp_path / "in" / "mixed.tar"
     write_shard(src, mixed)
     keys = [s["__key__"] for s in samples]
@@ -166,6 +166,7 @@ def test_failed_clips_keep_their_caption_and_corrupt_clips_are_named(shards, tmp
     written = {s["__key__"]: s for s in _samples(tmp_path / "out" / "mixed.tar")}
     assert list(written) == keys
     assert written[keys[0]]["txt"] == f"clip {keys[0]}".encode()
+    assert written[keys[0]]["cls"] == b"7" and written[keys[0]]["mp4"] == samples[0]["mp4"]  # copied as is
     for key, original in zip(keys[1:], samples[1:]):  # failed: txt and json exactly as they were
         assert written[key]["txt"] == original["txt"] and written[key]["json"] == original["json"]
 
@@ -200,3 +201,18 @@ def test_a_missing_model_folder_stops_the_job_before_any_work(shards, tmp_path):
         recaption_shards(str(shards / "shard-*.tar"), out, {"name": "vlm", "options": {}})
     with pytest.raises(ValueError, match="out_dir .* holds the input"):
         recaption_shards(str(shards / "shard-000000.tar"), shards, GroundTruthCaptioner())
+
+
+def test_a_captioner_that_cannot_be_built_in_the_workers_fails_the_job_with_its_reason(shards, tmp_path):
+    spec = {
+        "name": "ground_truth",
+        "options": {"form": "long"},
+    }  # the registry's check passes, the class refuses
+    for workers in (0, 2):
+        with pytest.raises(
+            ValueError, match="could not be built: ValueError: ground_truth captioner: form must be"
+        ):
+            recaption_shards(
+                str(shards / "shard-*.tar"), tmp_path / f"out{workers}", spec, num_workers=workers
+            )
+    assert not list((tmp_path / "out2").glob("*.tar"))
