@@ -409,9 +409,9 @@ def _latent_batch(captions: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("image_prob", [0.0, 1.0], ids=["video_step", "image_step"])
-def test_caption_dropout_really_drops_the_text(image_prob):
-    """caption_dropout 1: the loss is the same whatever the captions say (the null text replaced them);
-    caption_dropout 0: it is not (so the captions do reach the model in this test)."""
+def test_caption_dropout_really_drops_the_text(image_prob, monkeypatch):
+    """caption_dropout 1: the loss is the same whatever the captions say, and the same as feeding the DiT's
+    learned null text by hand (the same weights and draws); caption_dropout 0: the captions do matter."""
     a = ["a red ball falls", "a blue box hops"]
     b = ["one green cube..", "two pink rings."]  # same lengths: same text shapes
 
@@ -423,6 +423,15 @@ def test_caption_dropout_really_drops_the_text(image_prob):
 
     dropped = _dit_module(1.0, image_prob)
     assert torch.allclose(loss(dropped, a), loss(dropped, b), rtol=0, atol=1e-6)
+    by_hand = _dit_module(0.0, image_prob)  # same weights; its text is the null condition, no dropout
+
+    def null_text(captions):
+        emb, _ = by_hand.text_encoder.encode(list(captions))  # (B, N, D): N as in the dropped step
+        null, mask = by_hand.dit.null_text_condition(len(captions), emb.shape[1])
+        return null.to(emb.dtype), mask
+
+    monkeypatch.setattr(by_hand, "encode_text", null_text)
+    assert torch.allclose(loss(dropped, a), loss(by_hand, a), rtol=0, atol=1e-6)
     kept = _dit_module(0.0, image_prob)
     assert not torch.allclose(loss(kept, a), loss(kept, b), rtol=0, atol=1e-4)
 
