@@ -13,9 +13,9 @@ global generators (torch on CPU and every CUDA device, numpy, python ``random``)
 noise, conditioning-curriculum mode, caption dropout, posterior samples and dropout masks depend on nothing
 that happened before it: not on the validation, the sample videos or a data-loader restart that may run
 between two steps (a saved snapshot would be stale after any of those), and every rank draws its own noise.
-Data workers never draw from the global generators: every sample's window and crop come from a generator
-seeded by ``(seed, epoch, consumer, stream position)`` (:class:`data_pipelines.dataset.ShardStream`), so the
-data position is their whole state.
+Data workers never draw from the global generators: every sample's window, crop and caption form
+(``caption_keys``) come from a generator seeded by ``(seed, epoch, consumer, stream position)``
+(:class:`data_pipelines.dataset.ShardStream`), so the data position is their whole state.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ from data_pipelines import shard_writer
 from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.data_stats import DataStatsCallback
 from data_pipelines.dataset import VideoDataModule
-from data_pipelines.latents import LatentDataModule
+from data_pipelines.latents import LatentDataModule, encode_shards
 from data_pipelines.sample_errors import StreamConfigError
 from sora.config import CONF_DIR, compose
+from sora.models.distributions import DiagonalGaussian
 from sora.training.dit_module import AVDiTModule
 
 BUCKETS = {"32px": {1: [1.0, 4]}}
@@ -292,6 +293,51 @@ def test_latent_shards_with_stored_text_embeddings_cannot_switch_caption(tmp_pat
     assert batch["text_emb"].shape == (4, 3, 8) and [m["caption_form"] for m in batch["meta"]] == ["txt"] * 4
 
 
+class _TinyImageVAE(torch.nn.Module):
+    """Stand-in video VAE for encode_shards: (B, 3, 1, H, W) -> posterior (B, 4, 1, H / 8, W / 8)."""
+
+    temporal_compression, spatial_compression = 4, 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Conv3d(3, 8, kernel_size=(1, 8, 8), stride=(1, 8, 8))
+
+    def encode(self, video: torch.Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian.from_moments(self.proj(video))
+
+
+class _FrozenText(torch.nn.Module):
+    """Stand-in frozen text encoder: one 4-d embedding per UTF-8 byte."""
+
+    dim, trainable = 4, False
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = max(len(c.encode()) for c in captions)
+        ids = torch.zeros(len(captions), n)
+        for i, c in enumerate(captions):
+            ids[i, : len(c.encode())] = torch.tensor(list(c.encode()), dtype=torch.float32)
+        return ids[..., None].expand(-1, -1, self.dim) / 255.0, ids != 0
+
+
+def test_encoded_latent_shards_keep_the_caption_forms(tmp_path):
+    """The real latent layout: encode_shards keeps the json captions, so the latent loader can mix them;
+    with a frozen text encoder (stored embeddings of the txt) a switching mix is refused."""
+    urls = _pixel_shards(tmp_path / "in", n=24, per_shard=12, sizes=((32, 32),))
+    common = {"buckets": {"32px": [1]}, "batch_size": 4, "rank": 0, "world_size": 1}
+    encode_shards(_TinyImageVAE(), None, urls, tmp_path / "lat", **common)
+    encode_shards(_TinyImageVAE(), None, urls, tmp_path / "emb", text_encoder=_FrozenText(), **common)
+    kw = {"batch_size": 4, "num_workers": 0, "caption_keys": {"structured": 1.0}}
+    samples = _samples(LatentDataModule(str(tmp_path / "lat" / "shard-*.tar"), **kw).train_dataloader())
+    assert len(samples) == 24
+    for i, caption, meta in samples:
+        texts = _texts(i)
+        assert caption == (texts["captions"]["structured"] if "captions" in texts else texts["txt"])
+        assert meta["caption_form"] == ("structured" if "captions" in texts else "txt")
+    stored = LatentDataModule(str(tmp_path / "emb" / "shard-*.tar"), **kw)
+    with pytest.raises(ValueError, match=r"caption_keys draws \['structured'\].*stores text embeddings"):
+        next(iter(stored.train_dataloader()))
+
+
 # ---- configs and the logged counters -----------------------------------------------------------------------
 
 
@@ -363,9 +409,9 @@ def _latent_batch(captions: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("image_prob", [0.0, 1.0], ids=["video_step", "image_step"])
-def test_caption_dropout_really_drops_the_text(image_prob):
-    """caption_dropout 1: the loss is the same whatever the captions say (the null text replaced them);
-    caption_dropout 0: it is not (so the captions do reach the model in this test)."""
+def test_caption_dropout_really_drops_the_text(image_prob, monkeypatch):
+    """caption_dropout 1: the loss is the same whatever the captions say, and the same as feeding the DiT's
+    learned null text by hand (the same weights and draws); caption_dropout 0: the captions do matter."""
     a = ["a red ball falls", "a blue box hops"]
     b = ["one green cube..", "two pink rings."]  # same lengths: same text shapes
 
@@ -377,6 +423,15 @@ def test_caption_dropout_really_drops_the_text(image_prob):
 
     dropped = _dit_module(1.0, image_prob)
     assert torch.allclose(loss(dropped, a), loss(dropped, b), rtol=0, atol=1e-6)
+    by_hand = _dit_module(0.0, image_prob)  # same weights; its text is the null condition, no dropout
+
+    def null_text(captions):
+        emb, _ = by_hand.text_encoder.encode(list(captions))  # (B, N, D): N as in the dropped step
+        null, mask = by_hand.dit.null_text_condition(len(captions), emb.shape[1])
+        return null.to(emb.dtype), mask
+
+    monkeypatch.setattr(by_hand, "encode_text", null_text)
+    assert torch.allclose(loss(dropped, a), loss(by_hand, a), rtol=0, atol=1e-6)
     kept = _dit_module(0.0, image_prob)
     assert not torch.allclose(loss(kept, a), loss(kept, b), rtol=0, atol=1e-4)
 
