@@ -519,8 +519,8 @@ def dense_caption(scene: Scene, rng: np.random.Generator) -> str:
         key = _verb_key(obj)
         if obj.role in ("knocked", "pushed") or (obj.role == "resting" and obj.hitter):
             key = "knocked" if obj.role == "knocked" else "pushed" if obj.role == "pushed" else "hit"
+        where = _where(obj, rng) if obj.color not in named else ""  # where it starts: on first mention only
         subject = name(obj.color)
-        where = _where(obj, rng)
         template = _pick(rng, _VERBS[key])
         other = name(obj.hitter) if obj.hitter and "{other}" in template else ""
         verb = template.format(d=obj.direction, other=other)
@@ -556,8 +556,14 @@ def dense_caption(scene: Scene, rng: np.random.Generator) -> str:
                 )
             )
             break
-        body = _join([verb, *(c for _, c in sorted(timed))])
-        sentence = f"{where}, {subject} {body}." if rng.random() < 0.3 else f"{subject} {where} {body}."
+        clauses = [c for _, c in sorted(timed)]
+        if obj.role == "slid":
+            clauses.append(_slide_ending(obj, rng))
+        body = _join([verb, *(c for c in clauses if c)])
+        if where and rng.random() < 0.3:
+            sentence = f"{where}, {subject} {body}."
+        else:
+            sentence = f"{subject} {where} {body}." if where else f"{subject} {body}."
         sentences.append(sentence[0].upper() + sentence[1:])
     if len(scene.objects) >= 2 and rng.random() < 0.65:
         left, right = sorted(scene.objects[:2], key=_start_x)
@@ -572,6 +578,19 @@ def dense_caption(scene: Scene, rng: np.random.Generator) -> str:
             ).format(b=scene.background)
         )
     return " ".join(s for s in sentences if s)
+
+
+def _slide_ending(obj: SeenObject, rng: np.random.Generator) -> str:
+    """ "comes to a stop" / "slows down" / "" from the last frames' speed against the first frames'."""
+    x = _filled(obj.track.x)
+    if len(x) < 4:
+        return ""
+    start, end = abs(x[2] - x[0]) / 2, abs(x[-1] - x[-3]) / 2  # px per frame
+    if end < max(0.05 * start, 0.125):  # the world's rule: below 5 % or 3 px/s (0.125 px/frame at 24 fps)
+        return _pick(rng, ("comes to a stop", "stops", "slows to a halt"))
+    if end < 0.6 * start:
+        return _pick(rng, ("slows down", "gradually slows down", "loses speed"))
+    return ""
 
 
 def _sound_sentence(scene: Scene, rng: np.random.Generator) -> str:
@@ -593,13 +612,13 @@ def _sound_sentence(scene: Scene, rng: np.random.Generator) -> str:
 
 
 def _nearest_owner(scene: Scene, t: float) -> SeenObject | None:
-    fps = 1.0  # only the ordering matters here: the owner with the nearest event
-    best, best_d = None, math.inf
-    for obj in scene.objects:
-        for e in (*obj.floor_hits, *(w for w, _ in obj.walls), *(h for h, _ in obj.hits)):
-            if abs(e - t) / fps < best_d:
-                best, best_d = obj, abs(e - t)
-    return best
+    """The object with the seen or attributed impact nearest to ``t`` (None when nothing was seen)."""
+    events = [
+        (abs(e - t), i)
+        for i, obj in enumerate(scene.objects)
+        for e in (*obj.floor_hits, *(w for w, _ in obj.walls), *(h for h, _ in obj.hits))
+    ]
+    return scene.objects[min(events)[1]] if events else None
 
 
 def short_caption(scene: Scene) -> str:
