@@ -62,6 +62,16 @@ def test_red_ball_on_the_left_falls(red_ball):
     assert any(size in dense for size in ("large", "big")) or "red ball" in caption.forms["short"]
 
 
+def test_tiny_box_and_tiny_ball_are_told_apart():
+    """The world's small objects (3 px) are too small for the colour mask's shape; the luma harmonic tells."""
+    captioner = PixelCaptioner()
+    for shape, noun in (("circle", "ball"), ("box", "box")):
+        clip, item = _decoded(WorldConfig(families=("static",), max_objects=1, shapes=(shape,)), 3)
+        obj = clip.meta["objects"][0]
+        assert (obj["color"], obj["shape"], obj["size"]) == ("cyan", shape, "small")
+        assert captioner.caption(item).forms["structured"].startswith(f"objects: cyan {noun} (right, rests)")
+
+
 def test_mirrored_clip_flips_left_and_right(red_ball, thrown_box):
     captioner = PixelCaptioner()
     for (_, item), before, after in (
