@@ -23,12 +23,24 @@ frames, audio, fps and sample rate). What it reads, and how:
   when two such objects fly at each other, both are launched. Directions from the sign of the first frames'
   horizontal velocity.
 * bounces: per moving object, frames near the floor where the downward velocity stops or reverses beyond
-  gravity (:data:`FLOOR_DV` px/s); audio onsets that no seen bounce explains are given to the moving object
-  nearest the floor at that moment (the last small bounces are a pixel high and only heard).
+  gravity (:data:`FLOOR_DV` px/s).
 * walls and hits: sideways reversals at the image edges; two masks coming within 2 px of each other.
-* sounds: :func:`eval.av_sync.audio_onsets` counts and times the impacts; the material of each impact from
-  its pitch (the world's modal sounds: rubber low, wood middle, metal high, scaled by 1 / radius) picks the
-  world's sound word. No onset: "It is silent." (or a hum when the level shows background noise).
+* sounds: :func:`eval.av_sync.audio_onsets` counts and times the impacts (onsets in the last
+  :data:`END_GUARD_S` of the stream are codec artefacts and dropped). Seen and heard impacts are made to
+  agree (:func:`_reconcile`): when anything is heard, a seen impact with no onset within
+  :data:`MATCH_FRAMES` frames is dropped, and an onset that no seen impact explains becomes a floor hit of
+  the moving object bouncing near the floor then (the last bounces are a pixel high and only heard); a
+  clip with no onset at all (silent, or silenced) keeps what is seen. The pitch of each impact (the world's
+  modal sounds: rubber low, wood middle, metal high, scaled by 1 / radius) picks the world's sound word. No
+  onset: "It is silent." (or a hum when the level shows background noise); no audio track: nothing is said
+  about sound.
+* backdrop: the world's backdrop colour nearest the dark pixels of the first frame (named now and then).
+
+Its limits, measured by ``benchmarks/pixel_captioner.py``: impacts closer than ~30 ms (two objects landing
+together) are one onset, so the impact count follows what the ear can separate rather than the simulator's
+contact list, and a bounce count may be one off; materials are only as good as one pitch per impact (two
+objects ringing together); the world's loudness words and which object hit which are not attempted beyond
+the first touch.
 
 It returns the dense caption in ``text`` and the forms ``dense``, ``short`` ("a red ball on the left
 falls") and ``structured`` ("objects: red ball (left, falls, bounces 2); sounds: 2 impacts at 0.41 s,
@@ -96,7 +108,6 @@ class SeenObject:
     color: str
     track: Track
     shape: str  # "circle" | "box"
-    shape_sure: bool  # False for objects too small for classify_shape
     size: str
     radius_px: float
     horizontal: str  # "left" | "centre" | "right"
@@ -105,9 +116,8 @@ class SeenObject:
     direction: str | None = None
     hitter: str | None = None  # colour of the first object that touched a resting one
     floor_hits: list[float] = field(default_factory=list)  # seconds
-    walls: list[tuple[float, str]] = field(default_factory=list)  # (seconds, "left"/"right"/"ceiling")
+    walls: list[tuple[float, str]] = field(default_factory=list)  # (seconds, "left"/"right")
     hits: list[tuple[float, str]] = field(default_factory=list)  # (seconds, other colour)
-    material: str | None = None  # from the pitch of its impacts, when heard
 
     @property
     def moving(self) -> bool:
@@ -122,9 +132,8 @@ class Scene:
     onsets: np.ndarray  # seconds; empty without sound
     has_audio: bool
     hum: bool
-    materials: list[str | None]  # per onset
+    materials: list[str | None]  # per onset, from its pitch
     background: str | None
-    width: int
 
 
 class PixelCaptioner(Captioner):
@@ -182,7 +191,7 @@ class PixelCaptioner(Captioner):
         px_per_m = height / self.world_height_m
         classes = {name: self.sizes[name] * px_per_m for name in SIZE_NAMES}
         objects = [_seen_object(tr, frames, width, height, classes) for tr in found]
-        _fill_motion(objects, fps, width, floor_top, height)
+        _fill_motion(objects, fps, width, floor_top, GRAVITY * px_per_m)
         has_audio = clip.audio is not None and clip.sample_rate > 0 and clip.audio.size > 0
         onsets, materials, hum = np.zeros(0), [], False
         if has_audio:
@@ -197,9 +206,6 @@ class PixelCaptioner(Captioner):
             materials = [
                 _material(audio[0], clip.sample_rate, t, _owner(objects, t, fps), px_per_m) for t in onsets
             ]
-            for obj in objects:
-                mine = [m for t, m in zip(onsets, materials) if _owner(objects, t, fps) is obj and m]
-                obj.material = max(set(mine), key=mine.count) if mine else None
         _settle_resting(objects)
         objects.sort(key=lambda o: (not o.moving, _start_x(o)))
         return Scene(
@@ -209,7 +215,6 @@ class PixelCaptioner(Captioner):
             hum=hum,
             materials=materials,
             background=_background(frames[0], floor_top),
-            width=width,
         )
 
 
@@ -269,14 +274,13 @@ def _seen_object(
     radius = float(np.sqrt(np.median(tr.area[visible]) / math.pi)) + RIM_PX
     size = min(classes, key=lambda name: abs(classes[name] - radius))
     shape = classify_shape(tr, np.ones(len(visible), dtype=bool))
-    sure = shape is not None
     if shape is None:
         shape = "box" if square_harmonic(frames, tr, radius) >= BOX_HARMONIC else "circle"
     first = int(np.flatnonzero(visible)[0])
     fx, fy = (tr.x[first] + 0.5) / width, (tr.y[first] + 0.5) / height
     horizontal = "left" if fx < 1 / 3 else "right" if fx > 2 / 3 else "centre"
     vertical = "top" if fy < 1 / 3 else "bottom" if fy > 2 / 3 else "middle"
-    return SeenObject(tr.color, tr, shape, sure, size, radius, horizontal, vertical)
+    return SeenObject(tr.color, tr, shape, size, radius, horizontal, vertical)
 
 
 def _touch_frames(a: Track, b: Track) -> np.ndarray:
@@ -287,9 +291,9 @@ def _touch_frames(a: Track, b: Track) -> np.ndarray:
     return out
 
 
-def _fill_motion(objects: list[SeenObject], fps: float, width: int, floor_top: int, height: int) -> None:
-    """Role, direction, bounces, wall and object hits of every object (module docstring)."""
-    g = GRAVITY * height / 2.0  # px/s^2 in the world's default 2 m tall image
+def _fill_motion(objects: list[SeenObject], fps: float, width: int, floor_top: int, g: float) -> None:
+    """Role, direction, seen bounces, wall and object hits of every object (module docstring); ``g`` is
+    gravity in px/s^2."""
     starts = {}
     for obj in objects:
         tr = obj.track
