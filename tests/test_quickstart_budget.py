@@ -230,7 +230,7 @@ def test_calibration_times_real_steps_and_leaves_nothing_behind(world_shards, tm
     from sora.quickstart import stage_overrides
     from sora.quickstart_budget import calibrate_stages
 
-    cfg = compose("quickstart", [f"out_dir={tmp_path}", "dit_overrides=[data.batch_size=2]"])
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "dit_overrides=['data.batch_size=2']"])
     paths = _paths(tmp_path)
     paths["world"] = world_shards
     configs = {"dit": compose("train", stage_overrides(cfg, "dit", paths))}
