@@ -86,5 +86,10 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], cfg: OptimConf
     else:
         fused = use_fused([p for g in groups for p in g["params"]]) if cfg.fused is None else cfg.fused
         opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
+        if fused:
+            # A fused AdamW says it can unscale fp16 gradients inside step(); Lightning then refuses to clip
+            # gradients under mixed precision (bf16 has no scaler to unscale). Saying no makes a GradScaler
+            # (fp16) unscale before step() as for any optimizer, and lets clipping run: the same update.
+            opt._step_supports_amp_scaling = False
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, cfg))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

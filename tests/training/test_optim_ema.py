@@ -51,6 +51,30 @@ def test_cpu_adamw_is_fused_and_makes_the_same_update_as_the_loop():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_fused_adamw_trains_with_bf16_autocast_and_gradient_clipping(tmp_path):
+    """The quickstart's trainer settings (bf16-mixed, gradient_clip_val) with the fused optimizer: Lightning
+    refuses to clip for an optimizer that claims to unscale gradients itself."""
+
+    class Clipped(_Tiny):
+        def configure_optimizers(self):
+            return build_optimizer(list(self.named_parameters()), OptimConfig(lr=0.1, warmup_steps=0))
+
+    trainer = L.Trainer(
+        max_steps=3,
+        precision="bf16-mixed",
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    model = Clipped()
+    trainer.fit(model)
+    assert trainer.global_step == 3 and trainer.optimizers[0].defaults["fused"] is True
+
+
 def test_bad_optim_values_name_the_field():
     with pytest.raises(ValueError, match="optim.lr"):
         OptimConfig(lr=0)
