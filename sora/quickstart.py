@@ -169,7 +169,7 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     def train_stage(name: str) -> Callable[[], None]:
         def fn() -> None:
             train_cfg = stage_config(cfg, name, paths, plan)
-            say(f"{name}: {train_cfg.trainer.max_steps} steps; progress every 30 s in {out / LOG_FILE}")
+            say(f"{name}: {train_cfg.trainer.max_steps} steps (progress lines also in {out / LOG_FILE})")
             train(train_cfg)
             (paths[name] / "DONE").write_text("ok")
 

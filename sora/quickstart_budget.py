@@ -88,8 +88,10 @@ def timing_from_steps(
         videos = [t for t, image in steps if not image]
         if images and videos and max(images) > min(videos):
             raise ValueError("calibration: the DiT's image steps must all come before its video steps")
-        image_s = _median(step_seconds(images), "the DiT's image steps") if image_fraction > 0 else 0.0
-        video_s = _median(step_seconds(videos), "the DiT's video steps") if image_fraction < 1 else 0.0
+        # Both kinds are timed when both ran (the plan shows them); a kind the run never takes may be absent.
+        need_image, need_video = image_fraction > 0 or len(images) > 1, image_fraction < 1 or len(videos) > 1
+        image_s = _median(step_seconds(images), "the DiT's image steps") if need_image else 0.0
+        video_s = _median(step_seconds(videos), "the DiT's video steps") if need_video else 0.0
         step = image_fraction * image_s + (1 - image_fraction) * video_s
         detail = {"image_step_s": image_s, "video_step_s": video_s, "image_fraction": image_fraction}
     startup = max(0.0, ends[0] - call_s - step)
@@ -304,7 +306,7 @@ def calibrate_stages(
                     float(cfg.module.get("image_prob", 0)),
                 )
                 with open_dict(cfg):
-                    cfg.data.train_urls = _calibration_latents(
+                    cfg.data.train_urls = calibration_latents(
                         cfg, world_glob, Path(tmp) / "latents", num_frames
                     )
                     cfg.data.resampled = True  # one shard: no epoch restarts inside the timed steps
@@ -317,7 +319,9 @@ def calibrate_stages(
     return timings
 
 
-def _calibration_latents(cfg: DictConfig, world_glob: str, out: Path, num_frames: int) -> str:
+def calibration_latents(cfg: DictConfig, world_glob: str, out: Path, num_frames: int) -> str:
+    """Latent shards of the first world shard, encoded by untrained VAEs built from ``cfg.model``'s VAE
+    configs (the shapes of the real latents, seconds to make); returns their glob."""
     from data_pipelines.latents import encode_shards
     from data_pipelines.shard_reader import expand_urls
     from sora.checkpoint import build_module

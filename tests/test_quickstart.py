@@ -25,6 +25,7 @@ def test_quickstart_end_to_end(tmp_path):
         "eval_scenes=1",
         "sample_steps=2",
         "train_logger=csv",
+        "budget_min=null",  # the fixed steps above (tests/test_quickstart_budget.py covers the budget)
     ]
     summary = run(compose("quickstart", overrides))
     for path in [
@@ -43,8 +44,14 @@ def test_quickstart_end_to_end(tmp_path):
         "report.html",
         "quickstart.json",
         "quickstart_config.yaml",
+        "vae_video/DONE",
+        "dit/DONE",
     ]:
         assert (tmp_path / path).exists(), path
+    log = (tmp_path / "quickstart.log").read_text()  # every stage's start and end, and training progress
+    for stage in ("world", "vae_video", "vae_audio", "latents", "dit", "export", "samples", "eval"):
+        assert f"stage {stage} done in" in log, stage
+    assert "AVDiTModule: step 2/2 (100%)" in log
     samples = json.loads((tmp_path / "samples" / "samples.json").read_text())["clips"]
     assert {c["mode"] for c in samples} == {"t2av", "i2v", "extend", "v2a"}
     for clip in samples:
@@ -75,6 +82,7 @@ try:
 except ImportError:
     pass
 overrides = [f"out_dir={sys.argv[1]}", "steps.vae_audio=1", "train_logger=csv", "num_workers=0"]
+overrides.append("budget_min=null")
 summary = run(compose("quickstart", overrides))
 print(json.dumps(summary["timings_s"]))
 """
@@ -101,9 +109,9 @@ def test_quickstart_runs_from_another_directory_without_the_repository_on_the_pa
     shutil.copy(world_shards / "shard-000001.tar", out / "world_val")  # 4 held-out clips
     done = [
         "world/DONE",
-        "vae_video/checkpoints/last.ckpt",
+        "vae_video/DONE",
         "latents/DONE",
-        "dit/checkpoints/last.ckpt",
+        "dit/DONE",
         "export/config.json",
         "samples/samples.json",
     ]

@@ -36,6 +36,7 @@ class EMA(L.Callback):
         self.shadow: dict[str, torch.Tensor] = {}
         self._backup: dict[str, torch.Tensor] | None = None
         self._loaded: dict[str, torch.Tensor] | None = None
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @staticmethod
     def _target(pl_module: L.LightningModule) -> nn.Module:
@@ -52,6 +53,7 @@ class EMA(L.Callback):
             k: _like(source[k].detach().float(), v) for k, v in state.items() if v.dtype.is_floating_point
         }
         self._loaded = None
+        self._pairs = None
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -59,14 +61,26 @@ class EMA(L.Callback):
         if step % self.every_n_steps:
             return
         decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        for name, value in self._target(pl_module).state_dict().items():
-            if name in self.shadow:
-                self.shadow[name].lerp_(value.detach().float(), 1.0 - decay)
+        if self._pairs is None:
+            # The shadows and the live tensors they follow, paired once: state_dict() walks every submodule,
+            # which cost more than the update itself at every step of a small model. Its tensors share the
+            # weights' storage (optimizers update in place), so the pairs stay valid for the whole fit.
+            state = self._target(pl_module).state_dict()
+            names = [k for k in self.shadow if k in state]
+            self._pairs = ([self.shadow[k] for k in names], [state[k].detach() for k in names])
+        shadows, values = self._pairs
+        values = [v if v.dtype == torch.float32 else v.float() for v in values]
+        if any(hasattr(v, "device_mesh") for v in shadows):  # DTensors (FSDP2): one by one
+            for shadow, value in zip(shadows, values, strict=True):
+                shadow.lerp_(value, 1.0 - decay)
+        else:  # one call for every tensor: the same lerp, without a Python loop
+            torch._foreach_lerp_(shadows, values, 1.0 - decay)
 
     def swap(self, pl_module: L.LightningModule, use_ema: bool) -> None:
         """Put the shadow weights into the module (``use_ema=True``) or restore the trained ones."""
         module = self._target(pl_module)
         if use_ema and self.shadow:
+            self._pairs = None  # re-paired at the next update (load_state_dict copies in place; to be sure)
             self._backup = {k: v.detach().clone() for k, v in module.state_dict().items()}
             module.load_state_dict(self.shadow, strict=False)
         elif not use_ema and self._backup is not None:

@@ -1,0 +1,161 @@
+"""Training steps per second of the quickstart's DiT stage: the old training loop against the new, in one run.
+
+The DiT is the quickstart's (experiment=dit_tiny with conf/quickstart.yaml's dit_overrides) on latent shards
+made here from a few synthetic-world clips by untrained VAEs (the real shapes: a step's time depends on the
+shapes only). Each configuration trains ``--steps`` image steps and ``--steps`` video steps through
+``train.py``'s own code path (Lightning, callbacks, logger, data loader); the configurations alternate for
+``--rounds`` rounds so that load from other processes hits both alike, and the median step of each is
+reported: steps/s (wall) and CPU seconds per step of the training process (less sensitive to other
+processes on a shared machine), and the new/old ratio.
+
+    python benchmarks/dit_step.py                     # ~2 minutes on 2 idle cores
+    python benchmarks/dit_step.py --steps 40 --rounds 3
+
+``old``: the training loop before its overhead was cut: torch's per-tensor AdamW loop on CPU and the EMA's
+per-tensor lerp over a fresh state_dict at every step. ``new``: the current defaults (fused AdamW, one
+foreach lerp over tensors paired once). ``new-fp32``: the new loop without bf16 autocast
+(``trainer.precision=32-true``), to show what bf16 buys on this CPU. The model's math is the same in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from sora.config import compose
+
+# torch's per-tensor AdamW loop (and the old EMA update, patched in by _old_ema)
+OLD_OVERRIDES = ["module.optim.fused=false"]
+
+
+class _StepClock(L.Callback):
+    """Wall and process-CPU clock after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+
+@contextmanager
+def _old_ema() -> Iterator[None]:
+    """The EMA update as it was: a fresh state_dict and a Python loop of lerp_ at every step."""
+    from sora.training.ema import EMA
+
+    def update(self: EMA, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps:
+            return
+        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        with torch.no_grad():
+            for name, value in self._target(pl_module).state_dict().items():
+                if name in self.shadow:
+                    self.shadow[name].lerp_(value.detach().float(), 1.0 - decay)
+
+    new = EMA.on_train_batch_end
+    EMA.on_train_batch_end = update
+    try:
+        yield
+    finally:
+        EMA.on_train_batch_end = new
+
+
+def make_latents(tmp: Path, num_frames: int) -> str:
+    from data_pipelines.synthetic import WorldConfig, write_shards
+    from sora.quickstart_budget import calibration_latents
+
+    qs = compose("quickstart")
+    world = WorldConfig(**{**dict(qs.world), "duration": max(1.0, num_frames / 24 + 0.1)})
+    write_shards(world, tmp / "world", num_clips=32, seed=0, num_workers=1, progress=False)
+    dit = compose("train", ["experiment=dit_tiny", *qs.dit_overrides])
+    return calibration_latents(dit, f"{tmp}/world/shard-*.tar", tmp / "latents", num_frames)
+
+
+def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps: int, old_ema: bool) -> dict:
+    """Median wall and CPU seconds per step over ``steps`` steps (after 3 untimed ones) of one fit."""
+    import sora.training.run as run
+
+    qs = compose("quickstart")
+    image_first = 10**6 if kind == "image" else 0
+    cfg = compose(
+        "train",
+        [
+            "experiment=dit_tiny",
+            *qs.dit_overrides,
+            f"out_dir={tmp / 'run'}",
+            "logger=csv",
+            f"data.train_urls={latents}",
+            "data.resampled=true",
+            f"module.image_first_steps={image_first}",
+            "module.image_prob=0.0",
+            f"trainer.max_steps={steps + 3}",
+            "callbacks.checkpoint=null",
+            "callbacks.samples=null",
+            *overrides,
+        ],
+    )
+    clock = _StepClock()
+    build = run.build_callbacks
+    run.build_callbacks = lambda c: [*build(c), clock]
+    try:
+        if old_ema:
+            with _old_ema():
+                run.train(cfg)
+        else:
+            run.train(cfg)
+    finally:
+        run.build_callbacks = build
+    wall = [b - a for a, b in zip(clock.wall[2:], clock.wall[3:], strict=False)]
+    cpu = [b - a for a, b in zip(clock.cpu[2:], clock.cpu[3:], strict=False)]
+    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per fit")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of old and new")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+    configs = {
+        "old": (OLD_OVERRIDES, True),
+        "new": ([], False),
+        "new-fp32": (["trainer.precision=32-true"], False),
+    }
+    results: dict[str, dict[str, list[dict]]] = {k: {"image": [], "video": []} for k in configs}
+    with tempfile.TemporaryDirectory(prefix="dit-step-") as tmp:
+        latents = make_latents(Path(tmp), int(compose("quickstart").num_frames))
+        for _ in range(args.rounds):
+            for kind in ("image", "video"):
+                for name, (overrides, old_ema) in configs.items():
+                    results[name][kind].append(
+                        time_config(latents, Path(tmp) / name, overrides, kind, args.steps, old_ema)
+                    )
+    print(f"{'step':6} {'config':8} {'steps/s':>8} {'s/step':>8} {'cpu s/step':>10} {'vs old':>8}")
+    summary = {}
+    for kind in ("image", "video"):
+        base = None
+        for name in configs:
+            wall = statistics.median(r["wall_s"] for r in results[name][kind])
+            cpu = statistics.median(r["cpu_s"] for r in results[name][kind])
+            base = base or wall
+            summary[f"{kind}/{name}"] = {"steps_per_s": 1 / wall, "s_per_step": wall, "cpu_s_per_step": cpu}
+            print(f"{kind:6} {name:8} {1 / wall:8.2f} {wall:8.3f} {cpu:10.3f} {base / wall:7.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
