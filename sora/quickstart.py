@@ -272,7 +272,7 @@ def stage_config(cfg: DictConfig, name: str, paths: dict[str, Path], plan: dict 
 
     train_cfg = compose("train", stage_overrides(cfg, name, paths))
     if plan is not None and name in plan["stages"]:
-        apply_stage_plan(train_cfg, plan["stages"][name])
+        apply_stage_plan(train_cfg, plan["stages"][name], cap_time=name == "dit")
     return train_cfg
 
 

@@ -228,14 +228,36 @@ def save_plan(out_dir: Path, plan: dict) -> Path:
     return path
 
 
-def apply_stage_plan(cfg: DictConfig, stage: dict) -> dict[str, int]:
+def lightning_duration(seconds: int) -> str:
+    """``"DD:HH:MM:SS"``, the string form of Lightning's ``Trainer(max_time=...)``."""
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{sec:02d}"
+
+
+TIME_CAP_SLACK = 1.15
+"""A capped stage stops at this multiple of its planned minutes, whatever step it reached."""
+
+
+def apply_stage_plan(cfg: DictConfig, stage: dict, cap_time: bool = False) -> dict[str, int]:
     """Set a composed training config to the planned steps, with the step-counted schedules scaled by the
     same factor (``scale`` = planned / fixed steps): ``module.optim.warmup_steps`` and
-    ``module.image_first_steps`` (when the module has them). Returns what was set."""
+    ``module.image_first_steps`` (when the module has them). Returns what was set.
+
+    ``cap_time``: also stop at :data:`TIME_CAP_SLACK` times the planned minutes (``trainer.max_time``), so a
+    calibration that underestimated the step time cannot overrun the budget (measured: the DiT's steps took
+    1.35x the calibrated time on a machine busy with other jobs). The run then ends before its last steps,
+    its learning rate not fully decayed; the checkpoint is written as at any end of training. The quickstart
+    caps the DiT only: the VAE stages measure their latent statistics in their final validation."""
     steps, scale = int(stage["steps"]), stage["steps"] / stage["fixed_steps"]
     changed = {"trainer.max_steps": steps}
     with open_dict(cfg):
         cfg.trainer.max_steps = steps
+        if cap_time:
+            cap_s = math.ceil(stage["minutes"] * 60.0 * TIME_CAP_SLACK)
+            cfg.trainer.max_time = lightning_duration(cap_s)  # a dict would reach Lightning as a DictConfig
+            changed["trainer.max_time_s"] = cap_s
         optim = cfg.module.get("optim")
         if optim is not None and optim.get("warmup_steps"):
             optim.warmup_steps = min(steps, max(1, round(optim.warmup_steps * scale)))

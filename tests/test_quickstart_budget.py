@@ -123,8 +123,11 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     assert fixed.module.optim.total_steps == cfg.steps.dit
     first = next(int(o.split("=")[1]) for o in cfg.dit_overrides if o.startswith("module.image_first_steps="))
     assert fixed.module.image_first_steps == first and fixed.module.optim.warmup_steps == 100
-    stage = {"fixed_steps": cfg.steps.dit, "steps": cfg.steps.dit // 2}
+    stage = {"fixed_steps": cfg.steps.dit, "steps": cfg.steps.dit // 2, "minutes": 10.0}
     planned = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}})
+    # the DiT also stops at 1.15x its planned minutes, whatever step it reached (a calibration that
+    # underestimated its steps cannot overrun the budget): 690 s
+    assert planned.trainer.max_time == "00:00:11:30"
     assert planned.trainer.max_steps == cfg.steps.dit // 2
     assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
     assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
@@ -132,6 +135,7 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     vae = stage_config(cfg, "vae_video", paths, {"stages": {"vae_video": {"fixed_steps": 100, "steps": 300}}})
     assert vae.trainer.max_steps == 300 and vae.module.optim.warmup_steps == 60
     assert vae.trainer.val_check_interval == 300  # validation still once, at the end
+    assert vae.trainer.get("max_time") is None  # VAEs finish their steps (final validation, latent stats)
     assert apply_stage_plan(vae, {"fixed_steps": 300, "steps": 3}) == {
         "trainer.max_steps": 3,
         "module.optim.warmup_steps": 1,
