@@ -188,3 +188,29 @@ def vlm_folders(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("vlm")
     return {name: build(root / name) for name, build in VLM_BUILDERS.items()}
+
+
+def build_causal_lm(out: Path, seed: int = 0) -> Path:
+    """A 1-layer Llama over the word tokenizer (the LM prompt upsampler's tests)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = word_tokenizer([])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, initializer_range=INIT,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.suppress_tokens = sorted(set(tokenizer.all_special_ids))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm_folder(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    return build_causal_lm(tmp_path_factory.mktemp("lm") / "llama")
