@@ -99,6 +99,10 @@ def test_nearest_template_is_filled_with_the_users_words():
     )
     # no side given: the side-less template, with its size kept since the user gave none
     assert up.upsample("a purple ball") == "A small purple ball falls and lands."
+    # the nearest template: the one sharing the user's verb
+    near = TemplateUpsampler(["A red ball falls and lands.", "A red ball rolls away."], extra_probability=0.0)
+    assert [near.upsample("a blue box rolls", seed) for seed in range(3)] == ["A blue box rolls away."] * 3
+    assert [near.upsample("a blue box falls", seed) for seed in range(3)] == ["A blue box falls and lands."] * 3
     out = up.upsample("a cyan box left of an orange ball")
     assert out == (
         "A small cyan box falls and lands. A small orange ball falls and lands. "
