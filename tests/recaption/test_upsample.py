@@ -102,12 +102,21 @@ def test_nearest_template_is_filled_with_the_users_words():
     # the nearest template: the one sharing the user's verb
     near = TemplateUpsampler(["A red ball falls and lands.", "A red ball rolls away."], extra_probability=0.0)
     assert [near.upsample("a blue box rolls", seed) for seed in range(3)] == ["A blue box rolls away."] * 3
-    assert [near.upsample("a blue box falls", seed) for seed in range(3)] == ["A blue box falls and lands."] * 3
+    assert [near.upsample("a blue box falls", seed) for seed in range(3)] == [
+        "A blue box falls and lands."
+    ] * 3
     out = up.upsample("a cyan box left of an orange ball")
     assert out == (
         "A small cyan box falls and lands. A small orange ball falls and lands. "
         "The cyan box is to the left of the orange ball."
     )
+
+
+def test_a_colour_outside_the_object_keeps_the_users_clause():
+    up = TemplateUpsampler(["A red ball falls and lands."], extra_probability=0.0)
+    # "red" is not the ball's colour word here: a filled template would lose where it was said
+    assert up.upsample("a ball turns red") == "A ball turns red."
+    assert up.fallbacks == 1
 
 
 def test_unknown_words_are_appended_in_order():
