@@ -18,6 +18,7 @@ quickstart all call :meth:`AVPipeline.generate`. Every mode is expressed with pe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -637,6 +638,7 @@ def save_clip(
     signing_key: Any = None,
     model_hash: str | None = None,
     save_latents: bool = False,
+    user_prompt: str | None = None,
 ) -> Path:
     """Write ``clip`` as H.264 + AAC mp4 with its provenance record (and, with ``save_latents``,
     ``<path>.latents.safetensors``).
@@ -644,7 +646,9 @@ def save_clip(
     The frames get the visible moving mark (unless ``watermark`` is off) and, with ``invisible_watermark``,
     the keyed invisible marks in the frames and the sound (:mod:`sora.watermark`). ``signing_key`` (an ed25519
     private key or its path, see ``python -m sora.safety keygen``) signs the record (:mod:`sora.provenance`)
-    and keys the invisible marks; without it the record is unsigned and the marks use the public key."""
+    and keys the invisible marks; without it the record is unsigned and the marks use the public key.
+    ``user_prompt``: the prompt as the user wrote it when ``clip.request.prompt`` is its upsampled form (the
+    record then hashes both: ``prompt_sha256`` the user's, ``upsampled_prompt_sha256`` the one used)."""
     from sora import provenance
     from sora import watermark as wm
     from sora.checkpoint import save_safetensors
@@ -665,13 +669,16 @@ def save_clip(
         elif audio is not None:  # the mark's band does not fit: say so rather than fail the clip
             marks["invisible_audio"] = f"none: {clip.sample_rate} Hz is below the mark's band"
     req = clip.request
+    extra: dict[str, Any] = {"watermark": marks, "steps": req.steps, "solver": req.solver}
+    if user_prompt is not None:
+        extra["upsampled_prompt_sha256"] = hashlib.sha256(req.prompt.encode("utf-8")).hexdigest()
     record = provenance.claims(
-        prompt=req.prompt,
+        prompt=req.prompt if user_prompt is None else user_prompt,
         seed=req.seed,
         config_hash=config_hash,
         mode=req.mode,
         model_hash=model_hash,
-        extra={"watermark": marks, "steps": req.steps, "solver": req.solver},
+        extra=extra,
     )
     provenance.write_clip(path, video, clip.fps, audio, clip.sample_rate, record, signing_key)
     if save_latents and clip.latents:
@@ -799,6 +806,37 @@ def _save_config(cfg: Any, out_dir: Path) -> None:
     (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
 
 
+def build_prompt_upsampler(cfg: Any) -> Any:
+    """The ``upsampler`` of a sample config (``recaption.upsample``), or None unless ``upsample=true``.
+    The template upsampler's captions are ``upsampler.captions`` (shards) or, when null, the synthetic
+    world's caption grammar; ``lm`` needs ``upsampler.model_path``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not cfg.get("upsample"):
+        return None
+    from recaption.upsample import build_upsampler
+
+    opts = cfg.get("upsampler") or {}
+    opts = OmegaConf.to_container(opts, resolve=True) if isinstance(opts, DictConfig) else dict(opts)
+    name = opts.pop("name", "template")
+    opts = {k: v for k, v in opts.items() if v is not None and (name == "lm" or k != "model_path")}
+    return build_upsampler(name, **opts)
+
+
+def upsample_request(req: GenerationRequest, upsampler: Any) -> GenerationRequest:
+    """``req`` with its prompt (seed ``req.seed``) and each storyboard shot's prompt (seed ``req.seed + i``)
+    upsampled; a storyboard's prompt that is the shots joined with " / " stays that join."""
+    shots = [
+        {**shot, "prompt": upsampler.upsample(shot["prompt"], req.seed + i)}
+        for i, shot in enumerate(req.shots)
+    ]
+    if req.shots and req.prompt == " / ".join(s["prompt"] for s in req.shots):
+        prompt = " / ".join(s["prompt"] for s in shots)
+    else:
+        prompt = upsampler.upsample(req.prompt, req.seed)
+    return GenerationRequest(**{**req.__dict__, "prompt": prompt, "shots": shots})
+
+
 def sample_from_config(cfg: Any) -> dict:
     """The body of ``sample.py``: filter prompts, generate each request, write mp4s and ``samples.json``.
 
@@ -821,6 +859,7 @@ def sample_from_config(cfg: Any) -> dict:
     prov = cfg.get("provenance") or {}
     signing_key = provenance.load_private_key(prov["key"]) if prov.get("key") else None
     entries = read_requests(cfg)
+    upsampler = build_prompt_upsampler(cfg)
     pipe = AVPipeline.from_pretrained(
         cfg.checkpoint,
         use_ema=cfg.get("use_ema", True),
@@ -846,10 +885,34 @@ def sample_from_config(cfg: Any) -> dict:
                 fail({"index": i, "source": req.source, "prompt": req.prompt, "reason": req.reason})
                 continue
             total = req.steps * max(1, len(req.shots))
-            texts = [s["prompt"] for s in req.shots] if req.mode == "storyboard" else [req.prompt]
+            user = req
+            if upsampler is not None:
+                try:
+                    req = upsample_request(user, upsampler)
+                except Exception as err:  # noqa: BLE001 - reported like any failed request
+                    fail(
+                        {
+                            "index": i,
+                            "prompt": user.prompt,
+                            "reason": f"upsampling: {type(err).__name__}: {err}",
+                        }
+                    )
+                    bar.advance(task, total)
+                    continue
+            said = (
+                {"prompt": user.prompt}
+                if upsampler is None
+                else {"prompt": user.prompt, "upsampled_prompt": req.prompt}
+            )
+            # the filter reads what the user wrote and what the model is given (both, when upsampled)
+            texts = [
+                t
+                for r in ([user] if req is user else [user, req])
+                for t in ([s["prompt"] for s in r.shots] if r.mode == "storyboard" else [r.prompt])
+            ]
             rules = [r for r in (prompt_filter.check(t) for t in texts) if r]
             if rules:
-                row = {"index": i, "prompt": req.prompt, "mode": req.mode, "rule": rules[0]}
+                row = {"index": i, **said, "mode": req.mode, "rule": rules[0]}
                 rejected.append(row)
                 fail({**row, "reason": f"prompt rejected by the safety filter (rule: {rules[0]})"})
                 bar.advance(task, total)
@@ -867,20 +930,15 @@ def sample_from_config(cfg: Any) -> dict:
                     signing_key=signing_key,
                     model_hash=model_hash,
                     save_latents=cfg.get("save_latents", False),
+                    user_prompt=user.prompt if upsampler is not None else None,
                 )
             except Exception as err:  # noqa: BLE001 - one bad request never ends the batch; it is reported
-                fail(
-                    {
-                        "index": i,
-                        "prompt": req.prompt,
-                        "mode": req.mode,
-                        "reason": f"{type(err).__name__}: {err}",
-                    }
-                )
+                fail({"index": i, **said, "mode": req.mode, "reason": f"{type(err).__name__}: {err}"})
                 continue
-            results.append(
-                {"index": i, "path": str(path), "prompt": req.prompt, "mode": req.mode, "seed": req.seed}
-            )
+            row = {"index": i, "path": str(path), **said, "mode": req.mode, "seed": req.seed}
+            if upsampler is not None and req.shots:
+                row["upsampled_shots"] = [s["prompt"] for s in req.shots]
+            results.append(row)
     manifest = {
         "clips": results,
         "rejected": rejected,
@@ -891,6 +949,8 @@ def sample_from_config(cfg: Any) -> dict:
         "model_hash": model_hash,
         "signed_by": provenance.key_id(signing_key.public_key()) if signing_key is not None else None,
     }
+    if upsampler is not None:
+        manifest["upsampler"] = upsampler.describe()
     (out_dir / "samples.json").write_text(json.dumps(manifest, indent=2))
     print(
         f"wrote {len(results)} clip(s) to {out_dir}; {len(failed)} of {len(entries)} request(s) failed "
