@@ -346,6 +346,10 @@ class AVPipeline:
             raise ValueError(f"fps must be > 0, got {fps}")
         if req.steps < 1:
             raise ValueError(f"steps must be >= 1, got {req.steps}")
+        if req.seconds is not None and req.mode != "extend":
+            raise ValueError(f"seconds is for mode=extend (storyboard shots have their own), not {req.mode}")
+        if req.context_latents is not None and req.mode not in ROLLING:
+            raise ValueError(f"context_latents is for mode=extend or storyboard, not {req.mode}")
         return t, h, w, fps
 
     def _load_video(

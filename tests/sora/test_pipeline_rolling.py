@@ -62,18 +62,18 @@ def _roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
 
 def test_extend_returns_the_source_then_the_new_seconds(pipe, source):
     clip = pipe.generate(
-        GenerationRequest(prompt="x", mode="extend", video=str(source), seconds=1.0, steps=1)
+        GenerationRequest(prompt="x", mode="extend", video=str(source), seconds=0.5, steps=1)
     )
-    # 1 s at 24 fps = 6 latent frames of 4 frames each after the 13 source frames; audio the same seconds
-    assert clip.video.shape == (13 + 24, 32, 32, 3)
-    assert clip.audio.shape == (1, round(37 / 24 * 16000)) and np.isfinite(clip.audio).all()
+    # 0.5 s at 24 fps = 3 latent frames of 4 frames each after the 13 source frames; audio the same seconds
+    assert clip.video.shape == (13 + 12, 32, 32, 3)
+    assert clip.audio.shape == (1, round(25 / 24 * 16000)) and np.isfinite(clip.audio).all()
     src = media.read_media(source)
     # the first frames are the source after one VAE round trip (decoded with the rest: causal, no seam)
     diff = np.abs(clip.video[:13].astype(int) - _roundtrip(pipe, src.video).astype(int))
     assert diff.mean() < 1.0, diff.mean()
     # ... and its latents exactly (given, never changed), then the new ones
     z_src = pipe.encode_video(media.video_to_tensor(src.video)).cpu()
-    assert clip.latents["video"].shape[2] == 4 + 6
+    assert clip.latents["video"].shape[2] == 4 + 3
     torch.testing.assert_close(clip.latents["video"][:, :, :4], z_src)
     za_src = pipe.encode_audio(torch.from_numpy(src.audio), round(13 / 24 * 16000)).cpu()
     # the source's audio latents that lie wholly inside it are kept (the last one is zero-padded past it)
@@ -105,12 +105,12 @@ def test_extend_of_a_silent_source_keeps_its_silence(pipe, tmp_path):
 
 def test_rolling_windows_keep_the_context_clean_and_unchanged(pipe, source):
     req = GenerationRequest(
-        prompt="x", mode="extend", video=str(source), seconds=1.0, context_latents=2, steps=2, seed=5
+        prompt="x", mode="extend", video=str(source), seconds=0.5, context_latents=2, steps=2, seed=5
     )
     with _Calls(pipe) as calls:
         clip = pipe.generate(req)
-    windows = rolling_windows(4, 6, 3, 2)  # 4 source latents, 6 new, windows of 3 keeping 2: 1 new each
-    assert len(windows) == 6 and len(calls) == 2 * len(windows)
+    windows = rolling_windows(4, 3, 3, 2)  # 4 source latents, 3 new, windows of 3 keeping 2: 1 new each
+    assert len(windows) == 3 and len(calls) == 2 * len(windows)
     z, za = clip.latents["video"].to(calls[0][0].device), clip.latents["audio"]
     for i, (v, a, tv, ta) in enumerate(calls):
         w = windows[i // 2]
@@ -121,7 +121,7 @@ def test_rolling_windows_keep_the_context_clean_and_unchanged(pipe, source):
         first, known = round(w.start * 4 / 24 * 25), int((ta[0] == 0).sum())
         assert known >= 1 and (ta[0, :known] == 0).all() and (ta[0, known:] > 0).all(), (i, ta)
         torch.testing.assert_close(a[:, :, :known], za[:, :, first : first + known].to(a.device))
-    assert clip.video.shape[0] == 13 + 24
+    assert clip.video.shape[0] == 13 + 12
 
 
 def test_storyboard_second_shot_continues_the_first(pipe):
@@ -153,6 +153,8 @@ def test_storyboard_second_shot_continues_the_first(pipe):
         ({"mode": "storyboard", "shots": [{"prompt": "a", "seconds": -1}]}, "shots\\[0\\].seconds"),
         ({"mode": "storyboard", "shots": [{"seconds": 1}]}, "shots\\[0\\] must be"),
         ({"mode": "extend"}, "mode=extend needs video=PATH"),
+        ({"mode": "t2av", "seconds": 4}, "seconds is for mode=extend"),
+        ({"mode": "i2v", "context_latents": 1}, "context_latents is for mode=extend or storyboard"),
     ],
 )
 def test_bad_rolling_requests_are_clear_errors(pipe, source, fields, match):
