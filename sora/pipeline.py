@@ -25,11 +25,9 @@ sampler) and generates the rest; the windows are stitched in latent space and th
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -602,7 +600,7 @@ class AVPipeline:
         frames)."""
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
             raise ValueError(f"{what} must be a number of seconds > 0, got {seconds!r}")
-        return max(1, math.ceil(seconds * fps / self.video_vae.temporal_compression - 1e-9))
+        return max(1, int(np.ceil(seconds * fps / self.video_vae.temporal_compression - 1e-9)))
 
     def _start_extend(self, req: GenerationRequest, s: _Setup) -> tuple[_Running, list[tuple[str, int]]]:
         """The source's latents (all of it: it is returned in front of the new frames) and one segment of
@@ -653,7 +651,7 @@ class AVPipeline:
         window, context = self._window_and_context(req, s)
         gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
         for prompt, new in segments:
-            sub = dataclasses.replace(req, prompt=prompt)
+            sub = replace(req, prompt=prompt)
             for w in rolling_windows(run.video.shape[2], new, window, context):
                 self._roll_window(sub, s, run, w, gen, progress)
         tc = self.video_vae.temporal_compression
