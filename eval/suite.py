@@ -286,7 +286,8 @@ class _Runner:
             solver=str(s.get("solver", "euler")),
             video_guidance=float(s.video_guidance),
             audio_guidance=float(s.audio_guidance),
-            context_frames=int(s.context_frames),
+            # extend: the whole context clip is the clean prefix; one window follows it (num_frames in all)
+            context_latents=1 + (int(s.context_frames) - 1) // pipe.video_vae.temporal_compression,
             strength=float(s.get("strength", 0.7)),
             image=inputs["image"] if mode == "i2v" else None,
             video={"extend": inputs["context"], "v2a": inputs["video"], "remix": inputs["video"]}.get(mode),

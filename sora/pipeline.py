@@ -7,12 +7,19 @@ quickstart all call :meth:`AVPipeline.generate`. Every mode is expressed with pe
 =============  ============================================================================================
 ``t2av``       text -> video + audio
 ``i2v``        an image is the clean first latent frame
-``extend``     the last frames of a given clip are the clean prefix; the rest is generated
+``extend``     the source clip, followed by ``seconds`` of new frames and sound (rolling windows, below)
 ``v2a``        a given (silent) video is clean; audio is generated
 ``a2v``        given audio is clean; video is generated
 ``remix``      SDEdit: the source is noised to ``strength`` and denoised with the new prompt
-``storyboard`` shots ``{prompt, seconds}`` in sequence, each an ``extend`` of the previous shot's last frames
+``storyboard`` shots ``{prompt, seconds}`` in sequence, each continuing the previous one (rolling windows)
 =============  ============================================================================================
+
+Longer clips than the model's window (``extend``, ``storyboard``): the clip is one sequence of latent frames
+(video, and audio at its own rate) grown in rolling windows of the trained length
+(:func:`sora.diffusion.sampler.rolling_windows`). Each window holds the last ``context_latents`` latent frames
+of what exists so far, and the audio latents of the same seconds, clean (timestep 0, never changed by the
+sampler) and generates the rest; the windows are stitched in latent space and the whole clip is decoded once
+(the causal video VAE decodes in chunks with its feature cache), so there are no seams.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +48,7 @@ from sora.checkpoint import (
     refuse_remote,
 )
 from sora.diffusion.flow import add_noise, audio_prefix_mask, token_count_shift
-from sora.diffusion.sampler import Condition, guided, sample, sigma_schedule
+from sora.diffusion.sampler import Condition, Window, guided, rolling_windows, sample, sigma_schedule
 from sora.export_format import CAST_NETWORKS, parse_dtype, read_manifest, training_summary
 
 MODES = ("t2av", "i2v", "extend", "v2a", "a2v", "remix", "storyboard")
@@ -77,7 +84,8 @@ class GenerationRequest:
     video: str | None = None  # extend / v2a / remix source clip
     audio: str | None = None  # a2v source (wav, mp3, or any file with an audio track)
     strength: float = 0.7  # remix
-    context_frames: int = 5  # extend / storyboard: clean prefix length in video frames (1 + 4k)
+    seconds: float | None = None  # extend: seconds added after the source (None: one window)
+    context_latents: int | None = None  # extend / storyboard: latent frames kept clean (None: half a window)
     shots: list[dict] = field(default_factory=list)  # storyboard: [{"prompt", "seconds"}]
 
 
@@ -119,6 +127,20 @@ class _Plan:
     keep_video: np.ndarray | None = None  # returned instead of the decoded video (v2a, remix at strength 0)
     keep_audio: np.ndarray | None = None  # returned instead of the decoded audio (a2v, remix at strength 0)
     run_sampler: bool = True  # False: the starting latents are the answer (remix at strength 0)
+
+
+@dataclass
+class _Running:
+    """A clip grown window by window (extend, storyboard): its latents so far, and what is returned as
+    given."""
+
+    video: Tensor  # (1, C, n, h, w) normalised latents of the clip so far (n may be 0)
+    audio: Tensor | None  # (1, C, L) audio latents of the same seconds; None until there is sound
+    lead_video: (
+        np.ndarray
+    )  # uint8 (k, H, W, 3): source frames before the first encodable one, returned as given
+    lead_audio: np.ndarray | None  # (1, S) their sound
+    silent_latents: int = 0  # leading audio latents that are placeholders (a source without sound): silence
 
 
 def _resize_video(frames: Tensor, height: int, width: int) -> Tensor:
@@ -323,6 +345,10 @@ class AVPipeline:
             raise ValueError(f"fps must be > 0, got {fps}")
         if req.steps < 1:
             raise ValueError(f"steps must be >= 1, got {req.steps}")
+        if req.seconds is not None and req.mode != "extend":
+            raise ValueError(f"seconds is for mode=extend (storyboard shots have their own), not {req.mode}")
+        if req.context_latents is not None and req.mode not in ROLLING:
+            raise ValueError(f"context_latents is for mode=extend or storyboard, not {req.mode}")
         return t, h, w, fps
 
     def _load_video(
@@ -391,8 +417,8 @@ class AVPipeline:
         Each mode is one small ``_plan_<mode>`` function (table ``PLANNERS``) that turns the request into a
         :class:`_Plan`: the sampler's starting latents, the clean conditions, and what is returned as given.
         """
-        if req.mode == "storyboard":
-            return self._storyboard(req, progress)
+        if req.mode in ROLLING:
+            return self._generate_rolling(req, progress)
         setup = self._setup(req)
         plan = PLANNERS[req.mode](self, req, setup)
         if plan.run_sampler:
@@ -445,28 +471,6 @@ class AVPipeline:
             raise ValueError("mode=i2v needs image=PATH")
         z0 = self.encode_video(self._load_image(req.image, s.height, s.width))  # (1, C, 1, lh, lw)
         return _Plan(s.noise_v, s.noise_a, video_cond=self._prefix_condition(z0, s.noise_v))
-
-    def _plan_extend(self, req: GenerationRequest, s: _Setup) -> _Plan:
-        if not req.video:
-            raise ValueError("mode=extend needs video=PATH")
-        tc, ctx = self.video_vae.temporal_compression, int(req.context_frames)
-        if (ctx - 1) % tc or not 1 <= ctx < s.num_frames:
-            raise ValueError(f"context_frames must be 1 + {tc}k and < num_frames={s.num_frames}, got {ctx}")
-        src, src_audio, _ = self._load_video(req.video, None, s.height, s.width)
-        zc = self.encode_video(src[:, -ctx:])  # (1, C, lc, lh, lw): the clip's last frames
-        plan = _Plan(s.noise_v, s.noise_a, video_cond=self._prefix_condition(zc, s.noise_v))
-        if s.noise_a is not None and src_audio is not None:
-            ctx_samples = round(ctx / s.fps * s.sample_rate)
-            za = self.encode_audio(torch.from_numpy(src_audio)[..., -ctx_samples:], s.num_samples)
-            amask = audio_prefix_mask(
-                torch.tensor([zc.shape[2]], device=self.device),
-                s.noise_a.shape[2],
-                tc / s.fps,
-                1.0 / getattr(self.audio_vae, "latent_rate", 25),
-                tc,
-            )
-            plan.audio_cond = Condition(za, amask)
-        return plan
 
     def _load_source(self, req: GenerationRequest, s: _Setup) -> tuple[Tensor, np.ndarray | None]:
         """v2a / remix: the first ``num_frames`` frames of ``req.video`` (3, T, H, W) and its audio (1, S)."""
@@ -574,55 +578,160 @@ class AVPipeline:
             progress=progress,
         )
 
-    def _storyboard(self, req: GenerationRequest, progress: Callable[[int], None] | None) -> GeneratedClip:
-        """Shots in sequence; each later shot extends the last ``context_frames`` of the previous one."""
-        import tempfile
+    # ---- rolling windows (extend, storyboard) -------------------------------------------------------------
 
+    def _window_and_context(self, req: GenerationRequest, s: _Setup) -> tuple[int, int]:
+        """(window, context) in latent frames: the request's window (default: the trained ``num_frames``) and
+        the clean context each window keeps (default: half the window)."""
+        window = self.video_vae.latent_shape(s.num_frames, s.height, s.width)[0]
+        if window < 2:
+            raise ValueError(
+                f"rolling windows need num_frames of at least 2 latent frames, got {s.num_frames}"
+            )
+        context = req.context_latents if req.context_latents is not None else window // 2
+        if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context < window:
+            raise ValueError(
+                f"context_latents must be an integer in [1, {window - 1}] (the window is {window} latent "
+                f"frames), got {context!r}"
+            )
+        return window, context
+
+    def _new_latents(self, seconds: Any, fps: float, what: str) -> int:
+        """Latent frames that hold at least ``seconds`` of new video (each adds ``temporal_compression``
+        frames)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"{what} must be a number of seconds > 0, got {seconds!r}")
+        return max(1, int(np.ceil(seconds * fps / self.video_vae.temporal_compression - 1e-9)))
+
+    def _start_extend(self, req: GenerationRequest, s: _Setup) -> tuple[_Running, list[tuple[str, int]]]:
+        """The source's latents (all of it: it is returned in front of the new frames) and one segment of
+        ``seconds`` (default: one window) with the request's prompt."""
+        if not req.video:
+            raise ValueError("mode=extend needs video=PATH")
+        tc = self.video_vae.temporal_compression
+        src, src_audio, _ = self._load_video(req.video, None, s.height, s.width)  # (3, T, h, w)
+        lead = (src.shape[1] - 1) % tc  # frames before the first of the last 1 + tc k (returned as given)
+        zv = self.encode_video(src[:, lead:])  # (1, C, n, lh, lw)
+        lead_samples = round(lead / s.fps * s.sample_rate)
+        run = _Running(zv, None, media.tensor_to_video(src[:, :lead]), None)
+        if self.audio_vae is not None:
+            if src_audio is None:  # no sound to continue: silence under the source, generated from the window
+                run.lead_audio = np.zeros((1, lead_samples), np.float32)
+            else:
+                run.lead_audio = src_audio[:, :lead_samples]
+                samples = round((src.shape[1] - lead) / s.fps * s.sample_rate)
+                run.audio = self.encode_audio(torch.from_numpy(src_audio)[..., lead_samples:], samples)
+        window, context = self._window_and_context(req, s)
+        if req.seconds is None:
+            new = window - min(context, zv.shape[2])
+        else:
+            new = self._new_latents(req.seconds, s.fps, "seconds")
+        return run, [(req.prompt, new)]
+
+    def _start_storyboard(self, req: GenerationRequest, s: _Setup) -> tuple[_Running, list[tuple[str, int]]]:
+        """An empty clip and one segment per shot: the first shot adds its first frame too."""
         if not req.shots:
             raise ValueError("mode=storyboard needs shots=[{prompt, seconds}, ...]")
-        fps = float(req.fps or self.sampling["fps"])
+        lh, lw = self.video_vae.latent_shape(1, s.height, s.width)[1:]
+        empty = torch.zeros((1, self.dit.video_channels, 0, lh, lw), device=self.device)
+        silence = np.zeros((1, 0), np.float32) if self.audio_vae is not None else None
+        segments = []
+        for i, shot in enumerate(req.shots):
+            if not isinstance(shot, dict) or not isinstance(shot.get("prompt"), str):
+                raise ValueError(f"shots[{i}] must be {{prompt: str, seconds: number}}, got {shot!r}")
+            new = self._new_latents(shot.get("seconds"), s.fps, f"shots[{i}].seconds")
+            segments.append((str(shot["prompt"]), new + (i == 0)))
+        return _Running(empty, None, np.zeros((0, s.height, s.width, 3), np.uint8), silence), segments
+
+    def _generate_rolling(
+        self, req: GenerationRequest, progress: Callable[[int], None] | None
+    ) -> GeneratedClip:
+        """``extend`` / ``storyboard``: grow one latent clip in rolling windows, decode it once."""
+        s = self._setup(req)
+        run, segments = ROLLING[req.mode](self, req, s)
+        window, context = self._window_and_context(req, s)
+        gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
+        for prompt, new in segments:
+            sub = replace(req, prompt=prompt)
+            for w in rolling_windows(run.video.shape[2], new, window, context):
+                self._roll_window(sub, s, run, w, gen, progress)
         tc = self.video_vae.temporal_compression
-        videos, audios, last = [], [], None
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, shot in enumerate(req.shots):
-                frames = 1 + tc * max(1, round(float(shot["seconds"]) * fps / tc))
-                sub = GenerationRequest(
-                    **{
-                        **req.__dict__,
-                        "mode": "t2av" if last is None else "extend",
-                        "prompt": shot["prompt"],
-                        "num_frames": frames,
-                        "video": last,
-                        "seed": req.seed + i,
-                        "shots": [],
-                    }
-                )
-                clip = self.generate(sub, progress)
-                skip = 0 if last is None else req.context_frames  # the prefix repeats the previous shot
-                skip_audio = round(skip / fps * clip.sample_rate)
-                videos.append(clip.video[skip:])
-                if clip.audio is not None:
-                    audios.append(clip.audio[:, skip_audio:])
-                last = str(Path(tmp) / f"shot{i}.mp4")
-                media.write_mp4(last, clip.video, fps, clip.audio, clip.sample_rate)
-        audio = np.concatenate(audios, axis=1) if audios else None
+        num_samples = round((1 + tc * (run.video.shape[2] - 1)) / s.fps * s.sample_rate)
+        za = None
+        if run.audio is not None:
+            za = run.audio[:, :, : self.audio_vae.latent_length(num_samples)]
+        video, audio = self.decode(run.video, za, num_samples)
+        if audio is not None:
+            audio[:, : run.silent_latents * self.audio_vae.samples_per_latent] = 0.0
+            audio = np.concatenate([run.lead_audio, audio], axis=1)
         return GeneratedClip(
-            video=np.concatenate(videos),
+            video=np.concatenate([run.lead_video, video]),
             audio=audio,
-            fps=fps,
-            sample_rate=int(self.sampling["sample_rate"]),
+            fps=s.fps,
+            sample_rate=s.sample_rate,
             request=req,
+            latents={"video": run.video.cpu(), **({"audio": za.cpu()} if za is not None else {})},
         )
 
+    def _roll_window(
+        self,
+        req: GenerationRequest,
+        s: _Setup,
+        run: _Running,
+        w: Window,
+        gen: torch.Generator,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Generate one window: its first ``w.context`` latent frames (and the audio latents of their seconds)
+        are the clip's own, held clean; the rest is appended to ``run``."""
+        tc = self.video_vae.temporal_compression
+        _, c, _, lh, lw = run.video.shape
+        xv = torch.randn((1, c, w.length, lh, lw), generator=gen).to(self.device)
+        video_cond = None
+        if w.context:
+            video_cond = self._prefix_condition(run.video[:, :, w.start : w.start + w.context], xv)
+        xa = audio_cond = None
+        known, first = 0, 0
+        if self.audio_vae is not None:
+            v_sec, a_sec = tc / s.fps, 1.0 / getattr(self.audio_vae, "latent_rate", 25)
+            first = round(w.start * v_sec / a_sec)  # the audio latent at the window's first video latent
+            end = round((1 + tc * (w.start + w.length - 1)) / s.fps * s.sample_rate)
+            length = self.audio_vae.latent_length(end) - first
+            xa = torch.randn((1, self.dit.audio_channels, length), generator=gen).to(self.device)
+            if run.audio is not None and w.context:
+                # the same rule as training's extend: audio latents that start inside the clean video prefix
+                mask = audio_prefix_mask(
+                    torch.tensor([w.context], device=self.device), length, v_sec, a_sec, tc
+                )
+                known = min(int(mask.sum()), run.audio.shape[2] - first)
+                mask[:, known:] = False
+                clean = torch.zeros_like(xa)
+                clean[:, :, :known] = run.audio[:, :, first : first + known]
+                audio_cond = Condition(clean, mask)
+        zv, za = self._denoise(req, xv, xa, video_cond, audio_cond, s.fps, 1.0, progress)
+        run.video = torch.cat([run.video, zv[:, :, w.context :]], dim=2)
+        if za is not None:
+            if run.audio is None:  # the first sound: what comes before the window is a placeholder
+                run.audio = torch.zeros((1, za.shape[1], first), device=self.device)
+                run.silent_latents = first
+            assert run.audio.shape[2] >= first + known, "the clip's audio ends before the window's context"
+            run.audio = torch.cat([run.audio[:, :, : first + known], za[:, :, known:]], dim=2)
 
-# One planner per mode (storyboard chains ``t2av`` and ``extend`` shots in ``AVPipeline._storyboard``).
+
+# One planner per single-window mode, and for the rolling modes (longer than a window) the clip they start
+# from and their segments of (prompt, new latent frames) (see the module docstring).
 PLANNERS: dict[str, Callable[[AVPipeline, GenerationRequest, _Setup], _Plan]] = {
     "t2av": AVPipeline._plan_t2av,
     "i2v": AVPipeline._plan_i2v,
-    "extend": AVPipeline._plan_extend,
     "v2a": AVPipeline._plan_v2a,
     "a2v": AVPipeline._plan_a2v,
     "remix": AVPipeline._plan_remix,
+}
+ROLLING: dict[
+    str, Callable[[AVPipeline, GenerationRequest, _Setup], tuple[_Running, list[tuple[str, int]]]]
+] = {
+    "extend": AVPipeline._start_extend,
+    "storyboard": AVPipeline._start_storyboard,
 }
 
 
@@ -721,7 +830,7 @@ def _validate_row(row: Any, keys: set[str]) -> str | None:
         return "prompt must be a string" if "prompt" in row else "missing prompt"
     if row.get("mode", "t2av") not in MODES:
         return f"unknown mode {row.get('mode')!r}; one of {MODES}"
-    for name in ("seed", "steps", "num_frames", "height", "width", "context_frames"):
+    for name in ("seed", "steps", "num_frames", "height", "width", "context_latents"):
         value = row.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             return f"{name} must be an integer, got {value!r}"

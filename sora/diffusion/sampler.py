@@ -5,7 +5,9 @@ so one Euler step is ``x <- x + (t_next - t) * v``. Every generation mode is the
 
 - tokens given as conditions (a clean first frame for image-to-video, a clean prefix for extension, a whole
   clean modality for video-to-audio / audio-to-video) are held at their clean values with ``t = 0``;
-- remix (SDEdit) starts the loop at ``t = strength`` from the source noised to that level.
+- remix (SDEdit) starts the loop at ``t = strength`` from the source noised to that level;
+- clips longer than the model's window are generated in rolling windows (:func:`rolling_windows`): each
+  window holds the last latent frames of what exists so far as clean context and generates the rest.
 """
 
 from __future__ import annotations
@@ -49,6 +51,45 @@ class Condition:
         return torch.where(
             self.mask, torch.zeros((), device=like.device), torch.full_like(self.mask, t, dtype=like.dtype)
         )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One rolling window over a clip's latent frames: it starts at latent frame ``start``, holds ``context``
+    frames that already exist as clean context and generates the ``new`` frames after them."""
+
+    start: int
+    context: int
+    new: int
+
+    @property
+    def length(self) -> int:
+        return self.context + self.new
+
+
+def rolling_windows(existing: int, new: int, window: int, context: int) -> list[Window]:
+    """Windows that add ``new`` latent frames to a clip of ``existing`` latent frames, ``window`` frames at a
+    time (the model's trained length), each keeping the last ``min(context, frames so far)`` frames clean.
+
+    The first window of a clip with fewer than ``context`` frames keeps all of them (none for text-to-video);
+    every window generates ``window - context`` frames except a shorter last one, so there are
+    ``ceil((new - first) / (window - context))`` windows after the first.
+    """
+    if window < 2:
+        raise ValueError(f"a rolling window needs at least 2 latent frames, got {window}")
+    if not 1 <= context < window:
+        raise ValueError(
+            f"context must be in [1, window - 1] = [1, {window - 1}] latent frames, got {context}"
+        )
+    if existing < 0 or new < 0:
+        raise ValueError(f"existing and new latent frames must be >= 0, got {existing} and {new}")
+    out, n, left = [], existing, new
+    while left > 0:
+        ctx = min(context, n)
+        gen = min(window - ctx, left)
+        out.append(Window(n - ctx, ctx, gen))
+        n, left = n + gen, left - gen
+    return out
 
 
 def sigma_schedule(num_steps: int, *, shift: float = 1.0, start: float = 1.0, device=None) -> Tensor:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sora.diffusion.flow import add_noise
-from sora.diffusion.sampler import Condition, guided, sample, sigma_schedule
+from sora.diffusion.sampler import Condition, Window, guided, rolling_windows, sample, sigma_schedule
 
 
 def _exact_denoiser(x0_video, x0_audio, calls=None):
@@ -148,3 +148,46 @@ def test_guidance_combines_with_separate_scales_and_batches():
     assert torch.equal(v, v2) and torch.equal(a, a2) and calls == [4, 2, 2]
     guided(model, video_scale=1.0, audio_scale=1.0)(xv, xa, tv, ta)
     assert calls[-1] == 2, "no unconditional pass when guidance is off"
+
+
+def test_rolling_windows_by_hand():
+    # a 2-latent source, 10 new latents, windows of 5 keeping 2: 3 new per window, the last one shorter
+    assert rolling_windows(2, 10, 5, 2) == [
+        Window(0, 2, 3),
+        Window(3, 2, 3),
+        Window(6, 2, 3),
+        Window(9, 2, 1),
+    ]
+    # text-to-video start: the first window has no context and fills the whole window
+    assert rolling_windows(0, 9, 5, 2) == [Window(0, 0, 5), Window(3, 2, 3), Window(6, 2, 1)]
+    # a 1-latent source (an image) is all context; nothing to add gives no window
+    assert rolling_windows(1, 4, 5, 3) == [Window(0, 1, 4)]
+    assert rolling_windows(7, 0, 5, 2) == []
+
+
+@pytest.mark.parametrize("existing", [0, 1, 2, 6])
+@pytest.mark.parametrize("window,context", [(5, 2), (5, 4), (3, 1), (9, 4)])
+@pytest.mark.parametrize("new", [1, 3, 7, 24])
+def test_rolling_windows_count_and_coverage(existing, window, context, new):
+    windows = rolling_windows(existing, new, window, context)
+    first = window - min(context, existing)
+    assert len(windows) == 1 + max(0, -(-(new - first) // (window - context)))
+    n = existing
+    for w in windows:
+        # each window starts where its context (the last frames that exist) starts and fits the model's window
+        assert (w.start + w.context, w.context, w.length <= window) == (n, min(context, n), True)
+        n += w.new
+    assert n == existing + new and all(w.new > 0 for w in windows)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((2, 4, 5, 5), "= \\[1, 4\\] latent frames, got 5"),
+        ((2, 4, 5, 0), "context"),
+        ((2, 4, 1, 1), "at least 2"),
+    ],
+)
+def test_rolling_windows_bad_sizes(args, match):
+    with pytest.raises(ValueError, match=match):
+        rolling_windows(*args)

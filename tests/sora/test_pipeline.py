@@ -1,5 +1,6 @@
 """The generation pipeline: every mode writes a decodable mp4 with the right shape; determinism; the
-conditioning modes keep what they were given; export folders load without Lightning."""
+conditioning modes keep what they were given; export folders load without Lightning. Rolling windows
+(extend, storyboard): tests/sora/test_pipeline_rolling.py."""
 
 import json
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from sora import media
-from sora.pipeline import MODES, PLANNERS, AVPipeline, GenerationRequest, load_requests, save_clip
+from sora.pipeline import MODES, PLANNERS, ROLLING, AVPipeline, GenerationRequest, load_requests, save_clip
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,8 @@ def test_bad_requests_are_clear_errors(pipe, field, value, match):
 
 
 def test_every_mode_has_one_planner():
-    assert set(PLANNERS) == set(MODES) - {"storyboard"}  # storyboard chains t2av and extend shots
+    # single-window modes have a planner; extend and storyboard grow a clip in rolling windows
+    assert not set(PLANNERS) & set(ROLLING) and set(PLANNERS) | set(ROLLING) == set(MODES)
 
 
 def test_i2v_first_frame_matches_the_image_after_vae_round_trip(pipe, tmp_path):
@@ -91,16 +93,6 @@ def test_i2v_first_frame_matches_the_image_after_vae_round_trip(pipe, tmp_path):
     roundtrip = media.tensor_to_video(pipe.video_vae.decode(pipe.video_vae.denormalize_latents(z))[0])[0]
     assert np.abs(clip.video[0].astype(int) - roundtrip.astype(int)).mean() < 2.0
     torch.testing.assert_close(clip.latents["video"][:, :, :1], z.cpu())
-
-
-def test_extend_keeps_the_prefix(pipe, source_clip):
-    clip = pipe.generate(
-        GenerationRequest(prompt="x", mode="extend", video=str(source_clip), context_frames=5, steps=3)
-    )
-    _check(clip, 9)
-    src = media.read_media(source_clip).video[-5:]
-    z = pipe.encode_video(media.video_to_tensor(src))
-    torch.testing.assert_close(clip.latents["video"][:, :, :2], z.cpu())  # 5 frames = 2 causal latents
 
 
 def test_v2a_keeps_the_video_and_a2v_keeps_the_audio(pipe, source_clip):
@@ -142,51 +134,6 @@ def test_remix_strength_sets_how_much_of_the_source_survives(pipe, source_clip):
     # strength 0 keeps the source's latents; each step up in strength moves the result further from them
     assert distances[0] < 1e-3, distances
     assert all(a + 0.05 < b for a, b in zip(distances, distances[1:])), distances
-
-
-def test_storyboard_shot_two_starts_from_shot_one_end(pipe, monkeypatch):
-    shots, generate = [], pipe.generate
-
-    def spy(sub, progress=None):
-        given = None
-        if sub.mode == "extend":  # the file shot 2 extends, read while it exists
-            given = media.read_media(sub.video).video
-        clip = generate(sub, progress)
-        shots.append((sub, clip, given))
-        return clip
-
-    written, write_mp4 = [], media.write_mp4
-
-    def spy_write(path, video, *args, **kwargs):
-        written.append((str(path), video))
-        return write_mp4(path, video, *args, **kwargs)
-
-    monkeypatch.setattr(pipe, "generate", spy)
-    monkeypatch.setattr(media, "write_mp4", spy_write)
-    req = GenerationRequest(
-        prompt="",
-        mode="storyboard",
-        steps=2,
-        context_frames=5,
-        shots=[{"prompt": "a ball falls", "seconds": 0.35}, {"prompt": "it rolls", "seconds": 0.35}],
-    )
-    clip = AVPipeline.generate(pipe, req)
-    # shot 1: 9 frames; shot 2: 9 frames of which the first 5 repeat shot 1's end
-    assert clip.video.shape[0] == 9 + 4
-    assert clip.audio.shape[1] == round(9 / 24 * 16000) * 2 - round(5 / 24 * 16000)
-    (first, one, _), (second, two, given) = shots
-    assert (first.mode, first.prompt, second.mode, second.prompt) == (
-        "t2av",
-        "a ball falls",
-        "extend",
-        "it rolls",
-    )
-    assert written[0][0] == second.video and np.array_equal(written[0][1], one.video), "shot 2 extends shot 1"
-    # shot 2's clean prefix is the latent of shot 1's last 5 frames (as written), not of its first ones
-    end = pipe.encode_video(media.video_to_tensor(given[-5:])).cpu()
-    torch.testing.assert_close(two.latents["video"][:, :, :2], end)
-    assert not torch.allclose(end, pipe.encode_video(media.video_to_tensor(given[:5])).cpu(), atol=1e-2)
-    assert np.array_equal(clip.video[:9], one.video) and np.array_equal(clip.video[9:], two.video[5:])
 
 
 def test_saved_clip_decodes_with_watermark_provenance_and_latents(pipe, tmp_path):
