@@ -287,7 +287,11 @@ class _Runner:
             video_guidance=float(s.video_guidance),
             audio_guidance=float(s.audio_guidance),
             # extend: the whole context clip is the clean prefix; one window follows it (num_frames in all)
-            context_latents=1 + (int(s.context_frames) - 1) // pipe.video_vae.temporal_compression,
+            context_latents=(
+                1 + (int(s.context_frames) - 1) // pipe.video_vae.temporal_compression
+                if mode == "extend"
+                else None
+            ),
             strength=float(s.get("strength", 0.7)),
             image=inputs["image"] if mode == "i2v" else None,
             video={"extend": inputs["context"], "v2a": inputs["video"], "remix": inputs["video"]}.get(mode),
