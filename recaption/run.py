@@ -163,10 +163,11 @@ _WORKER: dict = {}
 BUILD_FAILED = "the captioner could not be built"
 
 
-def _init_worker(captioner: Captioner | dict, settings: dict) -> None:
+def _init_worker(captioner: Captioner | dict, settings: dict, one_thread: bool = True) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    if one_thread:  # pool workers: one thread each, so they do not oversubscribe the cores
+        torch.set_num_threads(1)
     _WORKER.update(captioner=None, build_error=None, **settings)
     if isinstance(captioner, dict):
         try:
@@ -246,7 +247,9 @@ def recaption_shards(
                 results.append(stats)
                 bar.update(1)
     elif tasks:
-        _init_worker(captioner, settings)
+        # in this process: keep its threads (changing them changed later float results of the caller,
+        # e.g. a test process's generated audio in the last bits)
+        _init_worker(captioner, settings, one_thread=False)
         if _WORKER["build_error"]:
             raise ValueError(f"recaption: {_WORKER['build_error']}")
         for task in tasks:

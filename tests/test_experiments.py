@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from sora.config import CONF_DIR, compose
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-APPS = ["train", "sample", "synthetic", "ingest", "latents", "export"]
+APPS = ["train", "sample", "synthetic", "ingest", "latents", "export", "recaption", "long_clips"]
 
 
 def test_there_are_experiments():
@@ -47,6 +47,9 @@ def test_every_group_option_composes_and_resolves(option):
         for key in group.split("/"):
             node = node[key]
         assert node, option
+    elif group == "captioner":  # the recaption app's (and ingest's) captioners
+        cfg = _resolved(compose("recaption", [f"captioner={name}", "input=x.tar", "out_dir=out"]))
+        assert cfg["captioner"]["name"] == name, option
     else:  # the train app's groups (trainer, logger, callbacks, data), composed with an experiment
         cfg = _resolved(compose("train", ["experiment=dit_tiny", f"{group}={name}"]))
         assert cfg[group], option

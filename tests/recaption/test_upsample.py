@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
@@ -125,18 +123,14 @@ def test_unknown_words_are_appended_in_order():
 
 
 def test_captions_from_shards_count_what_they_skip(tmp_path):
-    tar = tmp_path / "s-000000.tar"
-    with tarfile.open(tar, "w") as tf:
-        members = {
-            "k0.txt": b"A red ball on the left falls.",
-            "k0.json": json.dumps({"captions": {"short": "a red ball falls", "dense": "x"}}).encode(),
-            "k1.txt": b"\xff\xfe not utf-8",
-            "k1.json": b"{}",
-        }
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    from data_pipelines.shard_writer import ShardWriter
+
+    with ShardWriter(tmp_path / "s-000000.tar") as writer:
+        captions = {"short": "a red ball falls", "dense": "x"}
+        writer.write(
+            "k0", {"txt": b"A red ball on the left falls.", "json": json.dumps({"captions": captions})}
+        )
+        writer.write("k1", {"txt": b"\xff\xfe not utf-8", "json": b"{}"})
     captions, skipped = shard_captions(str(tmp_path / "*.tar"))
     assert captions == ["A red ball on the left falls.", "a red ball falls", "x"]
     assert skipped == {"unreadable_caption": 1}

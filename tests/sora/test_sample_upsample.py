@@ -4,9 +4,7 @@ and samples.json and the clip's provenance record keep both."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 
 import sample
 from recaption.upsample import TemplateUpsampler, world_captions
@@ -18,11 +16,10 @@ CAPTIONS = "A red ball on the left zooms forbiddenly. A blue box falls gently."
 
 
 def _shard(path):
-    with tarfile.open(path, "w") as tf:
-        data = CAPTIONS.encode()
-        info = tarfile.TarInfo("k0.txt")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
+    from data_pipelines.shard_writer import ShardWriter
+
+    with ShardWriter(path) as writer:
+        writer.write("k0", {"txt": CAPTIONS})
     return path
 
 
