@@ -46,24 +46,20 @@ VARIANTS = {
 def load_items(pattern: str, limit: int, form: str) -> list[dict]:
     """Decoded latent samples (``data_pipelines.latents``) with the caption of ``form`` (txt or a json
     form)."""
-    import tarfile
-
     from data_pipelines.latents import decode_latent_sample
+    from data_pipelines.shard_reader import read_shards
+
+    def on_skip(reason: str, where: str, message: str) -> None:
+        print(f"skipped ({reason}) {where}: {message}")
 
     items = []
-    for url in sorted(glob.glob(pattern)):
-        groups: dict[str, dict] = {}
-        with tarfile.open(url) as tf:
-            for member in tf.getmembers():
-                key, ext = member.name.split(".", 1)
-                groups.setdefault(key, {"__key__": key})[ext] = tf.extractfile(member).read()
-        for sample in groups.values():
-            _, item = decode_latent_sample(sample)
-            if form != "txt":
-                item["caption"] = item["meta"].get("captions", {}).get(form, item["caption"])
-            items.append(item)
-            if len(items) == limit:
-                return items
+    for sample in read_shards(sorted(glob.glob(pattern)), on_skip):
+        _, item = decode_latent_sample(sample)
+        if form != "txt":
+            item["caption"] = item["meta"].get("captions", {}).get(form, item["caption"])
+        items.append(item)
+        if len(items) == limit:
+            return items
     if not items:
         raise ValueError(f"no latent samples match {pattern}")
     return items

@@ -38,9 +38,9 @@ def checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
             found.append((step, path))
     last = folder / "last.ckpt"
     if last.exists():
-        import torch
+        from sora.checkpoint import load_torch_checkpoint
 
-        step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        step = int(load_torch_checkpoint(last)["global_step"])
         if all(s != step for s, _ in found):
             found.append((step, last))
     if not found:
