@@ -50,6 +50,7 @@ from sora.checkpoint import (
 from sora.diffusion.flow import add_noise, audio_prefix_mask, token_count_shift
 from sora.diffusion.sampler import Condition, Window, guided, rolling_windows, sample, sigma_schedule
 from sora.export_format import CAST_NETWORKS, parse_dtype, read_manifest, training_summary
+from sora.precision import resolve_autocast_dtype
 
 MODES = ("t2av", "i2v", "extend", "v2a", "a2v", "remix", "storyboard")
 NETWORKS = ("dit", "text_encoder", "video_vae", "audio_vae")
@@ -169,7 +170,7 @@ class AVPipeline:
         sampling: dict | None = None,
         flow: dict | None = None,
         device: str | torch.device = "cpu",
-        autocast_dtype: torch.dtype | None = torch.bfloat16,
+        autocast_dtype: torch.dtype | str | None = "auto",
     ) -> None:
         self.device = torch.device(device)
         self.dit, self.text_encoder = dit.to(self.device).eval(), text_encoder.to(self.device).eval()
@@ -178,7 +179,12 @@ class AVPipeline:
         self.configs = configs
         self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
         self.flow = flow or {}
-        self.autocast_dtype = autocast_dtype
+        # "auto": the DiT's own dtype when it was cast (dtype="bf16": autocast must match it), else bf16 where
+        # this device computes it faster than fp32 (sora.precision), else no autocast
+        dit_dtype = next(self.dit.parameters()).dtype
+        if autocast_dtype == "auto" and dit_dtype != torch.float32:
+            autocast_dtype = dit_dtype
+        self.autocast_dtype = resolve_autocast_dtype(autocast_dtype, self.device)
         self.config_hash = config_hash(configs)
         self.training_info: dict = {}  # steps and data of the checkpoint it came from (for the model card)
 

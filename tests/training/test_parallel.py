@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from sora.config import compose
+from sora.training.run import build_trainer
 from sora.models.dit import AVDiT
 from sora.training.parallel import (
     FSDPConfig,
@@ -127,7 +128,7 @@ def test_fsdp_trainer_config_builds_the_model_parallel_strategy():
 def test_ddp_config_picks_the_available_accelerator():
     cfg = compose("train", ["experiment=dit_tiny", "trainer=ddp"])
     assert cfg.trainer.accelerator == "auto" and cfg.trainer.strategy == "ddp"
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     assert trainer.accelerator.__class__.__name__ == (
         "CUDAAccelerator" if torch.cuda.is_available() else "CPUAccelerator"
     )
