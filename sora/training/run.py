@@ -71,9 +71,9 @@ def train(cfg: DictConfig) -> dict:
 
 
 def build_trainer(cfg: DictConfig, **kwargs: object) -> L.Trainer:
-    """``cfg.trainer`` instantiated with ``kwargs``: a strategy node (e.g. FSDP2 from sora.training.parallel)
-    built first, and ``precision: auto`` resolved for the accelerator (:func:`sora.precision.resolve_precision`:
-    bf16-mixed only where bf16 is faster than fp32 there)."""
+    """``cfg.trainer`` instantiated with ``kwargs``: a strategy node (e.g. FSDP2 from
+    sora.training.parallel) built first, and ``precision: auto`` resolved for the accelerator
+    (:func:`sora.precision.resolve_precision`: bf16-mixed only where bf16 is faster than fp32 there)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     strategy = trainer_cfg.pop("strategy", "auto")
     if isinstance(strategy, dict):

@@ -12,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 
 from sora.config import compose
-from sora.training.run import build_trainer
 from sora.models.dit import AVDiT
 from sora.training.parallel import (
     FSDPConfig,
@@ -22,6 +21,7 @@ from sora.training.parallel import (
     parallelize,
     repeated_blocks,
 )
+from sora.training.run import build_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
