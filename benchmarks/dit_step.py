@@ -13,10 +13,10 @@ processes on a shared machine), and the new/old ratio.
 
 ``old``: the training loop before its overhead was cut: torch's per-tensor AdamW loop on CPU and the EMA's
 per-tensor lerp over a fresh state_dict at every step. ``new``: the current defaults (fused AdamW, one
-foreach lerp over tensors paired once; ``precision: auto``, i.e. bf16 autocast only where this CPU computes bf16
-faster than fp32, see sora/precision.py). ``new-fp32``: the new loop with ``trainer.precision=32-true``, to show
-what bf16 buys on this CPU (nothing on an AVX2 CPU, where auto already picks fp32). The model's math is the same
-in all.
+foreach lerp over tensors paired once; ``precision: auto``, i.e. bf16 autocast only where this CPU
+computes bf16 faster than fp32, see sora/precision.py). ``new-fp32``: the new loop with
+``trainer.precision=32-true``, to show what bf16 buys on this CPU (nothing on an AVX2 CPU, where auto
+already picks fp32). The model's math is the same in all.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sora.models.discriminator import PatchDiscriminator3D
+from sora.models.distributions import DiagonalGaussian
 from sora.training.vae_loss import VideoVAELoss
 from sora.training.vae_module import VideoVAEModule
 
@@ -75,3 +76,38 @@ def test_audio_loss_linear_term_makes_a_flattened_impact_cost_more():
     assert 0.5 < float(logs["spectral_convergence"]) < 0.7  # 1 - e^-1 of nearly all the energy
     with pytest.raises(ValueError, match="linear_weight"):
         AudioVAELoss(linear_weight=-1.0)
+
+
+def _frame_with_object() -> torch.Tensor:
+    """(1, 3, 2, 16, 16): a dark backdrop with a 3x3 red square."""
+    video = torch.full((1, 3, 2, 16, 16), -0.8)
+    video[:, 0, :, 5:8, 5:8] = 0.9
+    return video
+
+
+def test_foreground_mask_marks_what_differs_from_the_backdrop():
+    from sora.training.vae_loss import foreground_mask
+
+    m = foreground_mask(_frame_with_object(), threshold=0.3)
+    assert m.shape == (1, 1, 2, 16, 16)
+    assert m[..., 5:8, 5:8].eq(1).all() and m.sum() == 2 * 9
+    faint = torch.full((1, 3, 1, 8, 8), 0.0)
+    faint[:, :, :, 0, 0] = 0.05  # 0.15 from the backdrop over three channels: half of the threshold
+    assert foreground_mask(faint, threshold=0.3)[0, 0, 0, 0, 0] == pytest.approx(0.5)
+
+
+def test_foreground_weight_makes_an_object_error_cost_more_than_a_backdrop_error():
+    """The same error on the 9 object pixels and on 9 backdrop pixels: equal under the plain mean, the
+    object's error costs (1 + w) times more with foreground_weight w."""
+    video = _frame_with_object()
+    posterior = DiagonalGaussian(torch.zeros(1, 8, 1, 2, 2), torch.zeros(1, 8, 1, 2, 2))
+    on_object, on_backdrop = video.clone(), video.clone()
+    on_object[:, 1, :, 5:8, 5:8] += 0.5  # the red square drawn orange
+    on_backdrop[:, 1, :, 10:13, 10:13] += 0.5
+    for weight, ratio in ((0.0, 1.0), (20.0, 21.0)):
+        loss = VideoVAELoss(recon_loss="l1", kl_weight=0.0, foreground_weight=weight)
+        obj, _ = loss(video, on_object, posterior)
+        back, _ = loss(video, on_backdrop, posterior)
+        assert (obj / back).item() == pytest.approx(ratio, rel=1e-5)
+    with pytest.raises(ValueError, match="foreground_weight"):
+        VideoVAELoss(foreground_weight=-1.0)
