@@ -78,6 +78,38 @@ def test_audio_loss_linear_term_makes_a_flattened_impact_cost_more():
         AudioVAELoss(linear_weight=-1.0)
 
 
+def test_window_log_power_is_the_log_of_each_windows_summed_power():
+    from sora.training.vae_loss import window_log_power
+
+    log_mel = torch.randn(2, 4, 10)
+    got = window_log_power(log_mel, 4)  # windows of frames 0-3, 4-7 and 8-9 (padded with no power)
+    power = log_mel.double().mul(2).exp()
+    want = torch.stack([power[..., a:b].sum(dim=(1, 2)).log() for a, b in ((0, 4), (4, 8), (8, 10))], dim=1)
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_audio_loss_energy_term_is_the_loudness_error_per_window():
+    """An impact 1 nat quieter is 2 nats of power in its window: the energy term charges exactly that, an
+    error on the quiet floor of the same log-mel L1 almost nothing."""
+    from sora.training.vae_loss import AudioVAELoss
+
+    target = torch.full((1, 8, 32), -6.0)
+    target[:, 2:4, 5:7] = 2.0  # the impact, in the first 16-frame window
+    flattened = target.clone()
+    flattened[:, 2:4, 5:7] -= 1.0
+    floor_error = target.clone()
+    floor_error[:, 0, 20:24] -= 1.0  # 4 quiet bins in the second window, the same L1
+    loss = AudioVAELoss(energy_weight=1.0, energy_window=16)
+    post = _posterior(1)
+    flat_logs, floor_logs = loss(flattened, target, post)[1], loss(floor_error, target, post)[1]
+    # window 1 lost ~2 nats of power (its power is nearly all the impact's), window 2 none: mean over 2
+    assert float(flat_logs["energy"]) == pytest.approx(1.0, abs=0.01)
+    assert float(floor_logs["energy"]) < 0.05
+    with pytest.raises(ValueError, match="energy_weight"):
+        AudioVAELoss(energy_weight=-1.0)
+
+
 def _frame_with_object() -> torch.Tensor:
     """(1, 3, 2, 16, 16): a dark backdrop with a 3x3 red square."""
     video = torch.full((1, 3, 2, 16, 16), -0.8)
