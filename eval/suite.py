@@ -26,6 +26,8 @@ Groups of clips, each scored with the suite's metric lists:
                     ``clips=DIR``, the folder's clips
 ``baseline/MODE``   the same for ``baseline_checkpoint`` (e.g. the same architecture untrained)
 ``ground_truth``    the scene itself
+``vae_round_trip``  the scene through the model's VAEs and back (``suite.vae_round_trip``): the most the
+                    DiT's latents can decode to, so a low score here says the VAEs, not the DiT, fail it
 ``broken/KIND``     :data:`eval.broken.BROKEN` defects of the scene (keeping its prompt and metadata)
 ==================  ==========================================================================================
 
@@ -78,6 +80,7 @@ __all__ = [
 ]
 
 GROUND_TRUTH = "ground_truth"
+VAE_ROUND_TRIP = "vae_round_trip"
 """``checkpoint=ground_truth``: score the anchors only."""
 
 DISTRIBUTION_DESCRIPTIONS = {
@@ -118,6 +121,14 @@ def _round_trip(clip: EvalClip, enabled: bool) -> EvalClip:
     from eval.broken import compressed
 
     return compressed(clip) if enabled else clip  # keeps given_frames and the reference
+
+
+def vae_round_trip(pipe: Any, truth: EvalClip) -> EvalClip:
+    """``truth`` through ``pipe``'s VAEs and back (:meth:`sora.pipeline.AVPipeline.round_trip`), with its
+    prompt and metadata: scored like a data clip."""
+    video, audio = pipe.round_trip(truth.video, truth.audio, truth.sample_rate)
+    rate = pipe.sampling["sample_rate"] if audio is not None else truth.sample_rate
+    return dataclasses.replace(truth, video=video, audio=audio, sample_rate=rate)
 
 
 def _failure_table(records: list[dict]) -> dict:
@@ -442,10 +453,13 @@ def run(cfg: DictConfig) -> dict:
     groups = [f"{label}/{mode}" for label, _ in models for mode in modes[label]]
     groups += list(dict.fromkeys(f"generated/{r['mode']}" for r in rows))
     groups += [GROUND_TRUTH, *(f"broken/{kind}" for kind in broken)]
+    vae_pipe = dict(models).get("generated") if suite.get("vae_round_trip", False) else None
+    if vae_pipe is not None:
+        groups.append(VAE_ROUND_TRIP)
 
     runner = _Runner(cfg, out_dir, fmt, learned)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    made = sum(len(m) for m in modes.values()) * samples + 1 + len(broken)
+    made = sum(len(m) for m in modes.values()) * samples + 1 + len(broken) + (vae_pipe is not None)
     with Progress(*columns) as bar:
         task = bar.add_task("eval", total=len(scenes) * made + len(rows))
         for scene in scenes:
@@ -469,6 +483,13 @@ def run(cfg: DictConfig) -> dict:
                     runner.external(scene, folder, row, truth)
                 except Exception as err:  # a missing or malformed clip is counted, not fatal here
                     runner.skip(scene, f"generated/{row['mode']}", err, int(row.get("sample", 0)))
+                bar.advance(task)
+            if vae_pipe is not None:
+                bar.update(task, description=f"{scene.id} {VAE_ROUND_TRIP}")
+                try:
+                    runner.data_clip(scene, VAE_ROUND_TRIP, vae_round_trip(vae_pipe, scene.truth))
+                except Exception as err:
+                    runner.skip(scene, VAE_ROUND_TRIP, err)
                 bar.advance(task)
             for kind in broken:
                 group = f"broken/{kind}"

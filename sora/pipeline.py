@@ -407,6 +407,22 @@ class AVPipeline:
             audio = a[0].clamp(-1, 1).cpu().numpy().astype(np.float32)
         return video, audio
 
+    @torch.no_grad()
+    def round_trip(
+        self, video: np.ndarray, audio: np.ndarray | None, sample_rate: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A clip through the VAEs and back, what the DiT's latents can at best decode to: ``video`` (T, H, W,
+        3) uint8 (T = 1 + 4k), ``audio`` (C, S) at ``sample_rate`` or None -> the decoded (T, H, W, 3) uint8
+        and (1, S') float audio at the model's rate (None without audio or an audio VAE)."""
+        zv = self.encode_video(media.video_to_tensor(video))
+        za, num_samples = None, 0
+        if audio is not None and self.audio_vae is not None:
+            rate = self.sampling["sample_rate"]
+            mono = media.to_mono(media.resample_audio(audio, sample_rate, rate))  # (1, S')
+            num_samples = round(video.shape[0] / self.sampling["fps"] * rate)
+            za = self.encode_audio(mono, num_samples)
+        return self.decode(zv, za, num_samples)
+
     # ---- generation ----------------------------------------------------------------------------------------
 
     def _autocast(self):

@@ -293,3 +293,44 @@ def test_cli_prints_where_the_report_is(tmp_path):
     gt = results["summary"]["ground_truth"]
     assert gt["clips"] == 1 and gt["left_right_accuracy_n"] + gt["left_right_accuracy_undefined"] == 1
     assert "95% intervals" in proc.stdout and "n=1" in proc.stdout
+
+
+def test_vae_round_trip_group_scores_the_scene_through_the_models_vaes(checkpoint, tmp_path, monkeypatch):
+    """``vae_round_trip``: each scene through ``AVPipeline.round_trip`` (here replaced by a mirror, so that
+    the wiring shows in the scores), scored like the ground truth; off, the group is absent."""
+    from sora.pipeline import AVPipeline
+
+    calls = []
+
+    def mirror(self, video, audio, sample_rate):
+        calls.append(video.shape)
+        return np.ascontiguousarray(video[:, :, ::-1]), audio
+
+    monkeypatch.setattr(AVPipeline, "round_trip", mirror)
+    extra = ["suite.metrics=[spatial,objects]", "suite.broken=[]", "suite.vae_round_trip=true"]
+    summary = run(_model_run(checkpoint, tmp_path, ["t2av"], extra))["summary"]
+    assert calls == [(9, 32, 32, 3)]
+    assert summary["ground_truth"]["left_right_accuracy"] == 1.0
+    assert summary["vae_round_trip"]["left_right_accuracy"] == 0.0
+    assert summary["vae_round_trip"]["detection_rate"] == 1.0
+    off = run(_model_run(checkpoint, tmp_path / "off", ["t2av"], [*extra[:2], "suite.vae_round_trip=false"]))
+    assert "vae_round_trip" not in off["summary"] and len(calls) == 1
+
+
+def test_pipeline_round_trip_is_encode_then_decode(checkpoint):
+    import torch
+
+    from sora.pipeline import AVPipeline
+
+    pipe = AVPipeline.load(checkpoint)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    audio = rng.uniform(-0.5, 0.5, (2, 8000)).astype(np.float32)  # stereo at 8 kHz: mixed and resampled
+    got_v, got_a = pipe.round_trip(video, audio, 8000)
+    mono = media.to_mono(media.resample_audio(audio, 8000, 16000))
+    with torch.no_grad():
+        zv, za = pipe.encode_video(media.video_to_tensor(video)), pipe.encode_audio(mono, 6000)  # 9 / 24 s
+        want_v, want_a = pipe.decode(zv, za, 6000)
+    assert np.array_equal(got_v, want_v) and got_a.shape == (1, 6000)
+    torch.testing.assert_close(torch.from_numpy(got_a), torch.from_numpy(want_a))
+    assert pipe.round_trip(video, None, 8000)[1] is None
