@@ -38,15 +38,24 @@ def test_explicit_precision_and_dtype_are_kept(cpu_speedup):
         precision.resolve_autocast_dtype("bf16", "cpu")
 
 
-def test_measurement_orders_the_two_dtypes(monkeypatch):
-    """The ratio is fp32 time over bf16 time: a slow bf16 matmul gives a ratio below 1."""
-    times = iter([1.0, 10.0])  # fp32 first, then bf16
-    monkeypatch.setattr(precision, "_best_time", lambda a, b: next(times))
+def test_measurement_takes_the_fastest_interleaved_call_on_one_thread(monkeypatch):
+    """The ratio is fp32 time over bf16 time, each the fastest of its calls: fp32 calls slowed by a busy
+    machine on all but one try still give bf16's true 10x slowdown. Measured on one thread, restored after."""
+    fp32 = iter([50.0, 1.0, 50.0, 50.0, 50.0])
+    seen, threads = [], torch.get_num_threads()
+
+    def fake(a, b):
+        seen.append((a.dtype, torch.get_num_threads()))
+        return next(fp32) if a.dtype == torch.float32 else 10.0
+
+    monkeypatch.setattr(precision, "_cpu_time", fake)
     precision.cpu_bf16_speedup.cache_clear()
     try:
         assert precision.cpu_bf16_speedup() == pytest.approx(0.1)
     finally:
         precision.cpu_bf16_speedup.cache_clear()
+    assert [d for d, _ in seen] == [torch.float32, torch.bfloat16] * precision.REPEATS
+    assert {n for _, n in seen} == {1} and torch.get_num_threads() == threads
 
 
 def test_cpu_trainer_config_asks_for_auto():
