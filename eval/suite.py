@@ -80,8 +80,9 @@ __all__ = [
 ]
 
 GROUND_TRUTH = "ground_truth"
-VAE_ROUND_TRIP = "vae_round_trip"
 """``checkpoint=ground_truth``: score the anchors only."""
+VAE_ROUND_TRIP = "vae_round_trip"
+"""The group of each scene through the model's VAEs and back (``suite.vae_round_trip``)."""
 
 DISTRIBUTION_DESCRIPTIONS = {
     "ftd": "Fréchet Trajectory Distance of the group's tracked objects to the ground truth's",

@@ -81,11 +81,9 @@ def resolve_precision(precision: str | int | None, accelerator: str | None) -> s
     Anything else is returned unchanged."""
     if precision != AUTO:
         return precision
-    acc = (accelerator or AUTO).lower()
-    if acc in (AUTO, "gpu", "cuda"):
+    device = (accelerator or AUTO).lower()
+    if device in (AUTO, "gpu", "cuda"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        device = "cpu" if acc == "cpu" else acc
     chosen = "bf16-mixed" if bf16_is_fast(device) else "32-true"
     log.info("precision auto on %s: %s", device, chosen)
     return chosen
