@@ -53,6 +53,7 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,7 @@ class _Runner:
         sheet_video: np.ndarray,
         sample: int = 0,
         notes: dict | None = None,
+        started: float | None = None,
     ) -> None:
         from eval.report import contact_sheet
 
@@ -227,6 +229,8 @@ class _Runner:
                 "metrics": values,
                 "failures": failures,
                 **({"notes": notes} if notes else {}),
+                # wall seconds to make (generate or write), round-trip and score the clip
+                **({"seconds": time.perf_counter() - started} if started is not None else {}),
             }
         )
         if self.keep:
@@ -248,6 +252,7 @@ class _Runner:
         """Write a data clip (ground truth or broken) as mp4 and score what decodes from it."""
         from sora import media
 
+        started = time.perf_counter()
         stem = f"{scene.id}_{group.replace('/', '_')}"
         path = self.clips_dir / f"{stem}.mp4"
         tag = {
@@ -259,7 +264,7 @@ class _Runner:
         media.write_mp4(path, clip.video, clip.fps, clip.audio, clip.sample_rate, metadata=tag)
         if self.round_trip:
             clip = EvalClip.from_media(media.read_media(path), clip.prompt, clip.meta)
-        self._record(scene, group, None, clip, stem, clip.video)
+        self._record(scene, group, None, clip, stem, clip.video, started=started)
         return clip
 
     def inputs(self, scene: Scene) -> dict[str, str]:
@@ -285,6 +290,7 @@ class _Runner:
         from sora import safety
         from sora.pipeline import GenerationRequest, save_clip
 
+        started = time.perf_counter()
         s, fmt = self.suite, self.fmt
         req = GenerationRequest(
             prompt=scene.truth.prompt,
@@ -327,7 +333,8 @@ class _Runner:
             reference=truth,
             given_frames=min(given_frames(mode, int(s.context_frames)), out.video.shape[0] - 1),
         )
-        self._record(scene, group, mode, _round_trip(clip, self.round_trip), stem, shown, sample)
+        clip = _round_trip(clip, self.round_trip)
+        self._record(scene, group, mode, clip, stem, shown, sample, started=started)
 
     def external(self, scene: Scene, folder: Path, row: dict, truth: EvalClip) -> None:
         """Score ``folder/<id>.mp4`` of a ``prompts.jsonl`` row as ``generated/<mode>`` (no round trip: the
@@ -381,6 +388,9 @@ def _check_names(suite: DictConfig) -> None:
         raise ValueError(f"unknown suite source {suite.source!r}; this runner knows 'world'")
     if int(suite.get("seeds_per_scene", 1)) < 1:
         raise ValueError(f"suite.seeds_per_scene must be >= 1, got {suite.seeds_per_scene}")
+    first = suite.get("baseline_scenes")
+    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
+        raise ValueError(f"suite.baseline_scenes must be null or an integer >= 1, got {first!r}")
 
 
 def _load(path: Any, cfg: DictConfig) -> Any:
@@ -450,6 +460,13 @@ def run(cfg: DictConfig) -> dict:
         for label, _ in models
     }
     samples = int(suite.get("seeds_per_scene", 1))
+    # The baseline (an untrained lower anchor) on the first scenes only: a clip costs what the model's does.
+    first = suite.get("baseline_scenes")
+    baseline_scenes = len(scenes) if first is None else min(int(first), len(scenes))
+
+    def labels_for(index: int) -> list[str]:
+        return [label for label, _ in models if label != "baseline" or index < baseline_scenes]
+
     broken = list(suite.get("broken") or [])
     groups = [f"{label}/{mode}" for label, _ in models for mode in modes[label]]
     groups += list(dict.fromkeys(f"generated/{r['mode']}" for r in rows))
@@ -460,15 +477,16 @@ def run(cfg: DictConfig) -> dict:
 
     runner = _Runner(cfg, out_dir, fmt, learned)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    made = sum(len(m) for m in modes.values()) * samples + 1 + len(broken) + (vae_pipe is not None)
+    data = 1 + len(broken) + (vae_pipe is not None)
+    made = sum(len(modes[label]) * samples for i in range(len(scenes)) for label in labels_for(i))
     with Progress(*columns) as bar:
-        task = bar.add_task("eval", total=len(scenes) * made + len(rows))
-        for scene in scenes:
+        task = bar.add_task("eval", total=len(scenes) * data + made + len(rows))
+        for index, scene in enumerate(scenes):
             bar.update(task, description=f"{scene.id} {GROUND_TRUTH}")
             inputs = runner.inputs(scene) if models else {}
             truth = runner.data_clip(scene, GROUND_TRUTH, scene.truth)
             bar.advance(task)
-            for label, pipe in models:
+            for label, pipe in ((label, dict(models)[label]) for label in labels_for(index)):
                 for mode in modes[label]:
                     group = f"{label}/{mode}"
                     for sample in range(samples):

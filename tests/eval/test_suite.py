@@ -237,6 +237,25 @@ def test_seeds_per_scene_resample_scenes(checkpoint, tmp_path):
     assert g["count"][key] == 2 and g["lo"][key] == g["hi"][key] == g["mean"][key]
 
 
+def test_baseline_scenes_limit_the_baseline_to_the_first_scenes(checkpoint, tmp_path):
+    extra = [
+        f"baseline_checkpoint={checkpoint}",
+        "suite.num_scenes=3",
+        "suite.baseline_scenes=2",
+        "suite.metrics=[temporal]",
+        "suite.broken=[]",
+        "suite.vae_round_trip=false",
+    ]
+    saved = run(_model_run(checkpoint, tmp_path, ["t2av"], extra))
+    scenes = lambda group: [c["scene_id"] for c in saved["clips"] if c["group"] == group]  # noqa: E731
+    assert scenes("generated/t2av") == scenes("ground_truth") == ["scene000", "scene001", "scene002"]
+    assert scenes("baseline/t2av") == ["scene000", "scene001"]
+    assert saved["groups"]["baseline/t2av"]["count"]["temporal_flickering"] == 2
+    assert all(c["seconds"] > 0 for c in saved["clips"])  # each clip's making and scoring, timed
+    with pytest.raises(ValueError, match="baseline_scenes"):
+        run(_model_run(checkpoint, tmp_path / "bad", ["t2av"], ["suite.baseline_scenes=0"]))
+
+
 @pytest.mark.slow
 def test_baseline_and_other_modes(checkpoint, tmp_path):
     modes = ["t2av", "a2v", "remix"]
