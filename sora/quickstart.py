@@ -13,10 +13,13 @@ Stages, each skipped when its output already exists (rerun to resume after an in
 8. ``eval``       the ``world`` suite: generated clips beside ground truth and an untrained model
                   -> report.html
 
-The 20-minute run trains on a slice of the world (``world`` in conf/quickstart.yaml: drops of one or two
-objects on plain backdrops) and the suite draws its held-out scenes from that same slice.
-``python -m sora.quickstart --config-name quickstart_long`` (conf/quickstart_long.yaml) trains longer, on the
-whole world.
+The 20-minute run trains on a slice of the world (``world`` in conf/quickstart.yaml: falls, slides and throws
+of one or two objects on plain backdrops) and the suite draws its held-out scenes from that same slice.
+``python -m sora.quickstart --config-name quickstart_long`` (conf/quickstart_long.yaml) trains longer (75 min,
+four times the clips), on the same slice.
+
+With ``budget_min`` the training stages' steps come from a calibration (:mod:`sora.quickstart_budget`): a
+few real steps of each training stage, and the eval itself on 1 and 3 scenes (:func:`calibrate_eval`).
 """
 
 from __future__ import annotations
@@ -168,7 +171,12 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
 
     def train_stage(name: str) -> Callable[[], None]:
         def fn() -> None:
-            train_cfg = stage_config(cfg, name, paths, plan)
+            deadline = None
+            if plan is not None and name == "dit":
+                from sora.quickstart_budget import remaining_seconds
+
+                deadline = remaining_seconds(plan, time.perf_counter() - t_start)
+            train_cfg = stage_config(cfg, name, paths, plan, deadline_s=deadline)
             say(f"{name}: {train_cfg.trainer.max_steps} steps (progress lines also in {out / LOG_FILE})")
             train(train_cfg)
             (paths[name] / "DONE").write_text("ok")
@@ -265,14 +273,17 @@ def _caption_keys(cfg: DictConfig) -> str:
     return "{" + ",".join(f"{k}:{float(v)}" for k, v in keys.items()) + "}"
 
 
-def stage_config(cfg: DictConfig, name: str, paths: dict[str, Path], plan: dict | None) -> DictConfig:
+def stage_config(
+    cfg: DictConfig, name: str, paths: dict[str, Path], plan: dict | None, deadline_s: float | None = None
+) -> DictConfig:
     """The composed training config of a stage: the fixed steps without a plan (``budget_min=null``: exactly
-    the config's values), else the plan's steps with the step-counted schedules scaled to them."""
+    the config's values), else the plan's steps with the step-counted schedules scaled to them; the DiT's
+    time cap is also at most ``deadline_s`` (what the budget has left for it)."""
     from sora.quickstart_budget import apply_stage_plan
 
     train_cfg = compose("train", stage_overrides(cfg, name, paths))
     if plan is not None and name in plan["stages"]:
-        apply_stage_plan(train_cfg, plan["stages"][name], cap_time=name == "dit")
+        apply_stage_plan(train_cfg, plan["stages"][name], cap_time=name == "dit", deadline_s=deadline_s)
     return train_cfg
 
 
@@ -285,15 +296,18 @@ def plan_training(
     spent_s: float,
     world_s: float,
     calibrate: Callable[..., dict] | None = None,
+    calibrate_eval_fn: Callable[..., dict] | None = None,
 ) -> dict:
     """The run's training plan: the one saved in ``out`` (a rerun), else calibrate the unfinished training
-    stages, plan (:func:`sora.quickstart_budget.make_plan`), save and print it. ``calibrate`` (for tests)
-    stands in for :func:`sora.quickstart_budget.calibrate_stages`."""
+    stages and the eval, plan (:func:`sora.quickstart_budget.make_plan`), save and print it. ``calibrate``
+    and ``calibrate_eval_fn`` (for tests) stand in for :func:`sora.quickstart_budget.calibrate_stages` and
+    :func:`calibrate_eval`."""
     from sora.quickstart_budget import (
         FIXED_STAGES,
         TRAINING_STAGES,
         calibrate_stages,
         describe_plan,
+        eval_seconds,
         load_plan,
         make_plan,
         plan_inputs,
@@ -320,17 +334,41 @@ def plan_training(
     timings = (calibrate or calibrate_stages)(
         configs, world_glob=f"{paths['world']}/shard-*.tar", steps=steps, num_frames=int(cfg.num_frames)
     )
+    eval_calibration = None
+    if not (out / "results.json").exists():
+        dit_cfg = configs.get("dit") or compose("train", stage_overrides(cfg, "dit", paths))
+        try:
+            measured = (calibrate_eval_fn or calibrate_eval)(cfg, dit_cfg)
+        except Exception as err:  # the plan falls back to the world's slowdown below
+            say(f"time budget: eval calibration failed ({type(err).__name__}: {err}); scaling its budget_s")
+            log.warning("eval calibration failed", exc_info=True)
+        else:
+            scenes = int(cfg.eval_scenes)
+            first = eval_config(cfg, "ground_truth", out).suite.get("baseline_scenes")
+            eval_calibration = {
+                "runs": {str(k): v for k, v in measured["runs"].items()},
+                "baseline_clip_s": measured["baseline_clip_s"],
+                "scenes": scenes,
+                "expected_s": eval_seconds(
+                    measured["runs"],
+                    scenes,
+                    None if first is None else int(first),
+                    measured["baseline_clip_s"],
+                ),
+            }
     spent_s += time.perf_counter() - t0
     budget_s = OmegaConf.to_container(cfg.budget_s)
     # The machine's slowdown against the 2-core reference that budget_s was measured on, from the world stage
-    # (when it ran now), scales the expected time of the stages that do not train.
+    # (when it ran now), scales the expected time of the stages that do not train and were not calibrated.
     speed = min(4.0, max(0.5, world_s / budget_s["world"])) if world_s > 0 and budget_s.get("world") else 1.0
-    done_fixed = {"latents": paths["latents"] / "DONE"}
+    done_fixed = {"latents": paths["latents"] / "DONE", "eval": out / "results.json"}
     fixed = {
         s: budget_s.get(s, 0.0) * speed
         for s in FIXED_STAGES
         if s != "world" and not (s in done_fixed and done_fixed[s].exists())
     }
+    if eval_calibration is not None:
+        fixed["eval"] = eval_calibration["expected_s"]
     plan = make_plan(
         budget_min=cfg.budget_min,
         spent_s=spent_s,
@@ -341,6 +379,7 @@ def plan_training(
         shares=shares,
     )
     plan["speed_vs_reference"] = speed
+    plan["eval_calibration"] = eval_calibration
     path = save_plan(out, plan)
     say(f"time budget: plan written to {path}", "cyan")
     for line in describe_plan(plan):
@@ -391,6 +430,31 @@ def _samples(cfg: DictConfig, export_dir: Path, world_val: Path, out: Path) -> N
     )
 
 
+def calibrate_eval(cfg: DictConfig, dit_cfg: DictConfig) -> dict:
+    """Time the quickstart's own eval (:func:`eval_config`: its suite, overrides and sampling steps, with the
+    baseline) on :data:`sora.quickstart_budget.EVAL_CALIBRATION_SCENES` scenes, from an untrained checkpoint
+    of the DiT stage's architecture (``dit_cfg``), in a temporary folder. Returns ``runs`` {scenes:
+    seconds} and ``baseline_clip_s``, the mean seconds of one baseline clip in the larger run's records."""
+    import tempfile
+
+    import eval.suite as suite
+    from sora.quickstart_budget import EVAL_CALIBRATION_SCENES, calibration_checkpoint
+
+    runs, baseline = {}, []
+    with tempfile.TemporaryDirectory(prefix="sora-eval-calibration-") as tmp:
+        ckpt = calibration_checkpoint(dit_cfg, Path(tmp) / "untrained.ckpt")
+        for scenes in EVAL_CALIBRATION_SCENES:
+            small = cfg.copy()
+            with open_dict(small):
+                small.eval_scenes = scenes
+                small.eval_overrides = [*small.get("eval_overrides", []), f"suite.baseline_scenes={scenes}"]
+            t0 = time.perf_counter()
+            results = suite.run(eval_config(small, ckpt, Path(tmp) / f"scenes{scenes}", baseline=ckpt))
+            runs[scenes] = time.perf_counter() - t0
+            baseline = [c["seconds"] for c in results["clips"] if c["group"].startswith("baseline/")]
+    return {"runs": runs, "baseline_clip_s": sum(baseline) / len(baseline) if baseline else 0.0}
+
+
 def _eval(cfg: DictConfig, export_dir: Path, dit: Path, out: Path) -> None:
     """The world suite on the export, beside ground truth and the same architecture untrained."""
     import eval.suite as suite
@@ -431,6 +495,7 @@ def _untrained_checkpoint(trained: Path, path: Path) -> None:
     import torch
 
     from sora.checkpoint import build_module, load_torch_checkpoint
+    from sora.quickstart_budget import perturb_dit
 
     ckpt = load_torch_checkpoint(trained)
     hp = ckpt["hyper_parameters"]
@@ -441,10 +506,7 @@ def _untrained_checkpoint(trained: Path, path: Path) -> None:
         state.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
     # adaLN-zero leaves a fresh DiT predicting exactly 0; perturb it like a few steps of training would, so
     # the baseline is an untrained network rather than a constant.
-    for k, v in state.items():
-        if k.startswith("dit.") and v.is_floating_point():
-            state[k] = v + 0.02 * torch.randn_like(v)
-    torch.save({"state_dict": state, "hyper_parameters": hp}, path)
+    torch.save({"state_dict": perturb_dit(state), "hyper_parameters": hp}, path)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="quickstart", version_base="1.3")

@@ -5,8 +5,10 @@ With ``budget_min`` set, :func:`sora.quickstart.run` writes the world, then cali
 :func:`make_plan` sizes the stages:
 
     training time = budget - time already spent (world, calibration)
-                    - expected time of the fixed stages still to run (latents, export, samples, eval: their
-                      ``budget_s`` seconds, times the machine's slowdown measured on the world stage)
+                    - expected time of the fixed stages still to run: the eval's from a calibration of its
+                      own (the suite on 1 and on 3 scenes: :func:`eval_seconds`), latents, export and
+                      samples from their ``budget_s`` seconds times the machine's slowdown measured on
+                      the world stage
                     - ``budget_margin`` of the budget (validation at the end of the VAE stages, checkpoints,
                       load that changes during the run) - each training stage's measured start-up time
 
@@ -240,7 +242,21 @@ TIME_CAP_SLACK = 1.15
 """A capped stage stops at this multiple of its planned minutes, whatever step it reached."""
 
 
-def apply_stage_plan(cfg: DictConfig, stage: dict, cap_time: bool = False) -> dict[str, int]:
+def remaining_seconds(
+    plan: dict, elapsed_s: float, after: tuple[str, ...] = ("export", "samples", "eval")
+) -> float:
+    """Seconds a stage may still take so that the run ends within its budget: the budget less ``elapsed_s``
+    (since the run started), the expected time of the fixed stages still ``after`` it and half the margin
+    (the other half is for what no plan sees). The DiT's time cap: steps that took longer than calibrated
+    (measured: 0.82 s against 0.75 s per video step) or a VAE stage that overran come out of its time, not
+    out of the budget."""
+    expected = sum(float(plan["fixed_expected_s"].get(s, 0.0)) for s in after)
+    return 60.0 * float(plan["budget_min"]) - elapsed_s - expected - 0.5 * float(plan["margin_s"])
+
+
+def apply_stage_plan(
+    cfg: DictConfig, stage: dict, cap_time: bool = False, deadline_s: float | None = None
+) -> dict[str, int]:
     """Set a composed training config to the planned steps, with the step-counted schedules scaled by the
     same factor (``scale`` = planned / fixed steps): ``module.optim.warmup_steps`` and
     ``module.image_first_steps`` (when the module has them). Returns what was set.
@@ -249,13 +265,16 @@ def apply_stage_plan(cfg: DictConfig, stage: dict, cap_time: bool = False) -> di
     calibration that underestimated the step time cannot overrun the budget (measured: the DiT's steps took
     1.35x the calibrated time on a machine busy with other jobs). The run then ends before its last steps,
     its learning rate not fully decayed; the checkpoint is written as at any end of training. The quickstart
-    caps the DiT only: the VAE stages measure their latent statistics in their final validation."""
+    caps the DiT only: the VAE stages measure their latent statistics in their final validation.
+    ``deadline_s`` (:func:`remaining_seconds`): a tighter cap when less time is left (never below 60 s)."""
     steps, scale = int(stage["steps"]), stage["steps"] / stage["fixed_steps"]
     changed = {"trainer.max_steps": steps}
     with open_dict(cfg):
         cfg.trainer.max_steps = steps
         if cap_time:
             cap_s = math.ceil(stage["minutes"] * 60.0 * TIME_CAP_SLACK)
+            if deadline_s is not None:
+                cap_s = max(60, min(cap_s, math.floor(deadline_s)))
             cfg.trainer.max_time = lightning_duration(cap_s)  # a dict would reach Lightning as a DictConfig
             changed["trainer.max_time_s"] = cap_s
         optim = cfg.module.get("optim")
@@ -278,6 +297,15 @@ def describe_plan(plan: dict) -> list[str]:
         f"and a margin of {plan['margin_s'] / 60:.1f} min",
         f"steps: {plan['rule']}",
     ]
+    calibration = plan.get("eval_calibration")
+    if calibration:
+        runs = ", ".join(
+            f"{t:.0f} s on {k} scene{'s' if int(k) > 1 else ''}" for k, t in calibration["runs"].items()
+        )
+        lines.append(
+            f"  eval: {runs} (calibrated) -> {calibration['expected_s'] / 60:.1f} min expected for "
+            f"{calibration['scenes']} scenes"
+        )
     for name, s in plan["stages"].items():
         measured = f"{s['step_s']:.3f} s/step"
         if "image_step_s" in s:
@@ -290,6 +318,59 @@ def describe_plan(plan: dict) -> list[str]:
             f"start-up {s['startup_s']:.1f} s: {s['minutes']:.1f} min"
         )
     return lines
+
+
+EVAL_CALIBRATION_SCENES = (1, 3)
+"""The eval is calibrated by running the quickstart's suite on this many scenes (each run with the baseline on
+every scene): two points of the line ``fixed cost + scenes x cost per scene``."""
+
+
+def eval_seconds(
+    runs: dict[int, float], scenes: int, baseline_scenes: int | None = None, baseline_clip_s: float = 0.0
+) -> float:
+    """Expected seconds of a suite run on ``scenes`` scenes, from calibration ``runs`` {scenes: seconds} on
+    fewer (two of them, the baseline on every scene): the line through them, less the baseline clips that
+    ``baseline_scenes`` leaves out (``baseline_clip_s`` each, as the calibration's records timed them).
+
+    Measured, not scaled: the world stage's slowdown, the earlier rule, said 2x on a machine where the eval
+    took the reference's time, and the quickstart ended 8 minutes early."""
+    if len(runs) != 2:
+        raise ValueError(f"eval calibration: need runs on two scene counts, got {sorted(runs)}")
+    (k1, t1), (k2, t2) = sorted(runs.items())
+    if k1 == k2 or k1 < 1:
+        raise ValueError(f"eval calibration: need two different scene counts >= 1, got {k1} and {k2}")
+    per_scene = max(0.0, (t2 - t1) / (k2 - k1))
+    skipped = max(0, scenes - baseline_scenes) if baseline_scenes is not None else 0
+    return max(0.0, t1 + (scenes - k1) * per_scene - skipped * baseline_clip_s)
+
+
+def calibration_checkpoint(dit_cfg: DictConfig, path: Path) -> Path:
+    """An untrained checkpoint of the DiT stage's module (``dit_cfg``: its composed training config; the VAEs
+    built untrained too) that :class:`sora.pipeline.AVPipeline` loads: what the eval's calibration samples
+    from. A sampling step costs the same trained or not."""
+    from hydra.utils import instantiate
+
+    cfg = copy.deepcopy(dit_cfg)
+    with open_dict(cfg):
+        cfg.module.video_vae_ckpt = cfg.module.audio_vae_ckpt = None
+    with torch.random.fork_rng():  # the run's random state is left as it was
+        torch.manual_seed(0)
+        module = instantiate(cfg.module, _recursive_=False)
+        state = perturb_dit(module.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def perturb_dit(state: dict, scale: float = 0.02) -> dict:
+    """``state`` with noise of std ``scale`` added to the DiT's float tensors (``dit.*``). adaLN-zero makes a
+    fresh DiT predict exactly 0, so it would decode one flat clip: perturbed, it is an untrained network
+    whose clips have content, and they cost what a trained model's do to score (the eval calibration's
+    clips from an unperturbed DiT took 1.2 s each against 1.7 s in the real run)."""
+    return {
+        k: v + scale * torch.randn_like(v) if k.startswith("dit.") and v.is_floating_point() else v
+        for k, v in state.items()
+    }
 
 
 def timing_dict(timing: StageTiming) -> dict:

@@ -13,6 +13,7 @@ from sora.quickstart_budget import (
     apply_stage_plan,
     check_budget,
     dit_image_fraction,
+    eval_seconds,
     make_plan,
     timing_from_steps,
 )
@@ -128,6 +129,15 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     # the DiT also stops at 1.15x its planned minutes, whatever step it reached (a calibration that
     # underestimated its steps cannot overrun the budget): 690 s
     assert planned.trainer.max_time == "00:00:11:30"
+    # less left in the budget than that (a slow VAE stage, an overrun): the cap is what is left, >= 60 s
+    late = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=500.7)
+    assert late.trainer.max_time == "00:00:08:20" and late.trainer.max_steps == cfg.steps.dit // 2
+    assert stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=3.0).trainer.max_time == (
+        "00:00:01:00"
+    )
+    assert stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=1e4).trainer.max_time == (
+        "00:00:11:30"
+    )
     assert planned.trainer.max_steps == cfg.steps.dit // 2
     assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
     assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
@@ -158,6 +168,78 @@ def _fake_calibrate(calls):
     return calibrate
 
 
+def _fake_calibrate_eval(calls, runs=None):
+    def calibrate_eval(cfg, dit_cfg):
+        calls.append("eval")
+        assert dit_cfg.module.image_prob == 0.1  # the DiT stage's own config
+        return {"runs": runs or {1: 10.0, 3: 16.0}, "baseline_clip_s": 1.0}
+
+    return calibrate_eval
+
+
+def test_remaining_seconds_keep_the_later_stages_and_half_the_margin():
+    from sora.quickstart_budget import remaining_seconds
+
+    plan = _plan(20)
+    # 1200 s - 600 elapsed - (export 1 + samples 5 + eval 104) - half of the 120 s margin
+    assert remaining_seconds(plan, 600.0) == pytest.approx(1200 - 600 - 110 - 60)
+    assert remaining_seconds(plan, 600.0, after=("eval",)) == pytest.approx(1200 - 600 - 104 - 60)
+
+
+def test_perturbed_dit_has_content_and_the_rest_is_kept():
+    import torch
+
+    from sora.quickstart_budget import perturb_dit
+
+    state = {
+        "dit.w": torch.zeros(3, 4),
+        "dit.steps": torch.zeros(2, dtype=torch.long),
+        "video_vae.w": torch.ones(2),
+    }
+    torch.manual_seed(0)
+    out = perturb_dit(state)
+    assert (
+        0.01 < out["dit.w"].std() < 0.03 and out["dit.steps"].eq(0).all() and out["video_vae.w"].eq(1).all()
+    )
+
+
+def test_eval_seconds_is_the_line_through_two_runs_less_the_baseline_left_out():
+    runs = {3: 16.0, 1: 10.0}
+    assert eval_seconds(runs, 60) == 10 + 59 * 3
+    assert eval_seconds(runs, 60, baseline_scenes=20, baseline_clip_s=1.0) == 10 + 59 * 3 - 40
+    assert eval_seconds(runs, 10, baseline_scenes=20, baseline_clip_s=1.0) == 10 + 9 * 3
+    assert eval_seconds({1: 10.0, 3: 9.0}, 60) == 10.0  # noise: a cost per scene never below 0
+    for bad in ({1: 10.0}, {1: 1.0, 2: 2.0, 3: 3.0}, {0: 1.0, 2: 2.0}):
+        with pytest.raises(ValueError, match="eval calibration"):
+            eval_seconds(bad, 60)
+
+
+def test_eval_calibration_failing_or_done_falls_back_or_is_skipped(tmp_path, capsys):
+    from sora.quickstart import Say, plan_training
+
+    def calibrate(configs, **kwargs):
+        return {s: StageTiming(step_s=0.2, startup_s=1.0) for s in configs}
+
+    def broken(cfg, dit_cfg):
+        raise RuntimeError("no scenes")
+
+    cfg = compose("quickstart", [f"out_dir={tmp_path}"])
+    say = Say(tmp_path / "q.log")
+    plan = plan_training(
+        cfg, tmp_path, _paths(tmp_path), say, spent_s=0.0, world_s=2 * cfg.budget_s.world,
+        calibrate=calibrate, calibrate_eval_fn=broken,
+    )  # fmt: skip
+    assert plan["eval_calibration"] is None and plan["fixed_expected_s"]["eval"] == 2 * cfg.budget_s.eval
+    assert "eval calibration failed (RuntimeError: no scenes)" in capsys.readouterr().out
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "results.json").write_text("{}")  # the eval already ran: neither calibrated nor expected
+    plan = plan_training(
+        cfg, done, _paths(done), say, spent_s=0.0, world_s=0.0, calibrate=calibrate, calibrate_eval_fn=broken
+    )
+    assert plan["eval_calibration"] is None and "eval" not in plan["fixed_expected_s"]
+
+
 def test_plan_is_saved_printed_logged_and_reused_on_rerun(tmp_path, capsys):
     from sora.quickstart import LOG_FILE, Say, plan_training
     from sora.training.run import log_to_file
@@ -173,18 +255,24 @@ def test_plan_is_saved_printed_logged_and_reused_on_rerun(tmp_path, capsys):
             spent_s=30.0,
             world_s=1.5 * cfg.budget_s.world,
             calibrate=_fake_calibrate(calls),
+            calibrate_eval_fn=_fake_calibrate_eval(calls),
         )
-    assert calls == [["dit", "vae_audio", "vae_video"]]
+    assert calls == [["dit", "vae_audio", "vae_video"], "eval"]
     saved = json.loads((tmp_path / "budget_plan.json").read_text())
     assert saved["stages"] == plan["stages"]
     dit = plan["stages"]["dit"]
     assert dit["image_step_s"] == pytest.approx(0.15) and dit["video_step_s"] == pytest.approx(0.35)
-    # The world took 1.5x its expected time: the stages that do not train are expected 1.5x slower.
-    assert plan["fixed_expected_s"]["eval"] == pytest.approx(1.5 * cfg.budget_s.eval)
+    # The world took 1.5x its expected time: the other stages that do not train are expected 1.5x slower;
+    # the eval takes what its calibration says: 10 s + 3 s per scene, less the 40 baseline clips left out.
+    assert plan["fixed_expected_s"]["samples"] == pytest.approx(1.5 * cfg.budget_s.samples)
+    assert cfg.eval_scenes == 60 and plan["eval_calibration"]["expected_s"] == 10 + 59 * 3 - 40 * 1.0
+    assert plan["fixed_expected_s"]["eval"] == pytest.approx(147.0)
     printed, logged = capsys.readouterr().out, (tmp_path / LOG_FILE).read_text()
     for text in (printed, logged):
         assert f"dit: {dit['steps']} steps (fixed {cfg.steps.dit}" in text
         assert "0.150 s" in text and "0.350 s" in text and "calibrating" in text
+        expected = "eval: 10 s on 1 scene, 16 s on 3 scenes (calibrated) -> 2.5 min expected for 60 scenes"
+        assert expected in text
 
     def must_not_calibrate(*args, **kwargs):
         raise AssertionError("a saved plan is reused, not calibrated again")
@@ -220,9 +308,10 @@ def test_finished_stages_are_not_calibrated(tmp_path):
         return {"dit": StageTiming(step_s=0.2, startup_s=1.0)}
 
     plan = plan_training(
-        cfg, tmp_path, paths, Say(tmp_path / "q.log"), spent_s=0.0, world_s=0.0, calibrate=calibrate
-    )
-    assert calls == [["dit"]] and list(plan["stages"]) == ["dit"]
+        cfg, tmp_path, paths, Say(tmp_path / "q.log"), spent_s=0.0, world_s=0.0, calibrate=calibrate,
+        calibrate_eval_fn=_fake_calibrate_eval(calls),
+    )  # fmt: skip
+    assert calls == [["dit"], "eval"] and list(plan["stages"]) == ["dit"]
 
 
 def test_calibration_times_real_steps_and_leaves_nothing_behind(world_shards, tmp_path):
@@ -247,6 +336,27 @@ def test_calibration_times_real_steps_and_leaves_nothing_behind(world_shards, tm
     assert dit.detail["image_fraction"] == 0.0 and dit.step_s == dit.detail["video_step_s"]
     assert not paths["dit"].exists()
     assert set(Path(tempfile.gettempdir()).glob("sora-calibration-*")) == before
+
+
+def test_eval_calibration_runs_the_quickstarts_suite_and_leaves_nothing_behind(tmp_path):
+    """A real eval calibration (test-size DiT, 9 frames, 2 sampling steps, one metric): the quickstart's own
+    suite on 1 and 3 scenes with the baseline, from an untrained checkpoint, in a temporary folder."""
+    import tempfile
+    from pathlib import Path
+
+    from sora.quickstart import calibrate_eval, stage_overrides
+
+    cheap = ["suite.modes=[t2av]", "suite.metrics=[temporal]", "suite.broken=[]"]
+    cheap.append("suite.distribution_metrics=[]")
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "dit_overrides=[]", "num_frames=9", "sample_steps=2"])
+    cfg.eval_overrides = cheap
+    dit_cfg = compose("train", stage_overrides(cfg, "dit", _paths(tmp_path)))
+    before = set(Path(tempfile.gettempdir()).glob("sora-eval-calibration-*"))
+    measured = calibrate_eval(cfg, dit_cfg)
+    assert sorted(measured["runs"]) == [1, 3] and all(t > 0 for t in measured["runs"].values())
+    assert measured["baseline_clip_s"] > 0
+    assert set(Path(tempfile.gettempdir()).glob("sora-eval-calibration-*")) == before
+    assert not any(tmp_path.iterdir())
 
 
 def test_heartbeat_logs_a_stage_progress_to_the_log_file(tmp_path):
