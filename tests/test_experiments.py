@@ -59,9 +59,11 @@ def test_quickstart_long_is_the_quickstart_with_more_of_everything():
     short, long = _resolved(compose("quickstart")), _resolved(compose("quickstart_long"))
     assert set(long) == set(short) and set(long["steps"]) == set(short["steps"])
     assert set(long["budget_s"]) == set(short["budget_s"])
-    assert long["train_clips"] > short["train_clips"] and long["eval_scenes"] > short["eval_scenes"]
+    assert long["train_clips"] > short["train_clips"] and long["eval_scenes"] >= short["eval_scenes"] >= 60
     assert all(long["steps"][k] > short["steps"][k] for k in short["steps"]), long["steps"]
-    assert set(long["world"]["families"]) > set(short["world"]["families"])
+    assert long["budget_min"] > short["budget_min"]
+    # the same slice of the world, so the two runs' suites score the same task (the learning curve spans both)
+    assert long["world"] == short["world"] and long["eval_overrides"] == short["eval_overrides"]
     assert long["out_dir"] != short["out_dir"]
 
 
