@@ -73,6 +73,7 @@ def score(run: Path, step: int, ckpt: Path, scenes: int | None, modes: list[str]
         with open_dict(eval_cfg):
             eval_cfg.suite.modes = list(modes)
             eval_cfg.suite.broken = []
+            eval_cfg.suite.vae_round_trip = False  # the same VAEs at every step: the run's report has it
         suite.run(eval_cfg)
     summary = json.loads(results.read_text()).get("summary", {})
     return {mode: summary.get(f"generated/{mode}", {}) for mode in modes}
