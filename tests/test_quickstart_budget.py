@@ -177,13 +177,13 @@ def _fake_calibrate_eval(calls, runs=None):
     return calibrate_eval
 
 
-def test_remaining_seconds_keep_the_later_stages_and_half_the_margin():
+def test_remaining_seconds_keep_the_later_stages_and_the_margin():
     from sora.quickstart_budget import remaining_seconds
 
     plan = _plan(20)
-    # 1200 s - 600 elapsed - (export 1 + samples 5 + eval 104) - half of the 120 s margin
-    assert remaining_seconds(plan, 600.0) == pytest.approx(1200 - 600 - 110 - 60)
-    assert remaining_seconds(plan, 600.0, after=("eval",)) == pytest.approx(1200 - 600 - 104 - 60)
+    # 1200 s - 600 elapsed - (export 1 + samples 5 + eval 104) - the 120 s margin
+    assert remaining_seconds(plan, 600.0) == pytest.approx(1200 - 600 - 110 - 120)
+    assert remaining_seconds(plan, 600.0, after=("eval",)) == pytest.approx(1200 - 600 - 104 - 120)
 
 
 def test_perturbed_dit_has_content_and_the_rest_is_kept():
