@@ -464,14 +464,16 @@ def run(cfg: DictConfig) -> dict:
     first = suite.get("baseline_scenes")
     baseline_scenes = len(scenes) if first is None else min(int(first), len(scenes))
 
+    pipes = dict(models)
+
     def labels_for(index: int) -> list[str]:
-        return [label for label, _ in models if label != "baseline" or index < baseline_scenes]
+        return [label for label in pipes if label != "baseline" or index < baseline_scenes]
 
     broken = list(suite.get("broken") or [])
     groups = [f"{label}/{mode}" for label, _ in models for mode in modes[label]]
     groups += list(dict.fromkeys(f"generated/{r['mode']}" for r in rows))
     groups += [GROUND_TRUTH, *(f"broken/{kind}" for kind in broken)]
-    vae_pipe = dict(models).get("generated") if suite.get("vae_round_trip", False) else None
+    vae_pipe = pipes.get("generated") if suite.get("vae_round_trip", False) else None
     if vae_pipe is not None:
         groups.append(VAE_ROUND_TRIP)
 
@@ -486,7 +488,8 @@ def run(cfg: DictConfig) -> dict:
             inputs = runner.inputs(scene) if models else {}
             truth = runner.data_clip(scene, GROUND_TRUTH, scene.truth)
             bar.advance(task)
-            for label, pipe in ((label, dict(models)[label]) for label in labels_for(index)):
+            for label in labels_for(index):
+                pipe = pipes[label]
                 for mode in modes[label]:
                     group = f"{label}/{mode}"
                     for sample in range(samples):
@@ -524,7 +527,7 @@ def run(cfg: DictConfig) -> dict:
     descriptions = {name: text for name, (_, text) in SUMMARY.items()}
     distribution_names = list(runner.distribution_metrics())
     descriptions.update({n: DISTRIBUTION_DESCRIPTIONS.get(n, n) for n in distribution_names})
-    main = dict(models)
+    main = pipes
     incomplete = [s for s in runner.skipped if s["group"].split("/")[0] in ("generated", "baseline")]
     results = {
         "suite": str(suite.get("name", "world")),
