@@ -71,6 +71,14 @@ class AVDiTModule(L.LightningModule):
             step has about 1/T of a video step's FLOPs. Images teach what the caption says about appearance
             and layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
         image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
+        image_first_max_objects: during those first steps, only clips whose metadata lists at most this many
+            ``objects`` (the synthetic world's; clips without the key always count) count in the loss; None:
+            every clip. On the world, layout binding (left/right) emerges reliably from single-object
+            images and only by chance from mixed ones (README, "Why left/right is at chance").
+        video_batch_size: video steps train on the first N clips of each batch, text-to-image steps on all of
+            them: with ``data.batch_size`` k x N, image steps (about 1/T of a video step's FLOPs per clip) get
+            k times the batch, and the gradient noise that delays learning left from right drops with it
+            (README, "Why left/right is at chance"). None: every clip in every step.
         activation_checkpointing (false, true/'full', or k for every k-th block; the one switch) / compile:
             applied by :mod:`sora.training.parallel` in ``configure_model`` (with FSDP2 under
             ``trainer=fsdp``).
@@ -93,6 +101,8 @@ class AVDiTModule(L.LightningModule):
         sampling: dict | None = None,
         image_prob: float = 0.0,
         image_first_steps: int = 0,
+        image_first_max_objects: int | None = None,
+        video_batch_size: int | None = None,
         activation_checkpointing: bool | int | str = False,
         compile: bool = False,
     ) -> None:
@@ -116,6 +126,8 @@ class AVDiTModule(L.LightningModule):
             sampling=to_plain_dict(sampling) if sampling else {},
             image_prob=float(image_prob),
             image_first_steps=int(image_first_steps),
+            image_first_max_objects=None if image_first_max_objects is None else int(image_first_max_objects),
+            video_batch_size=None if video_batch_size is None else int(video_batch_size),
             activation_checkpointing=activation_checkpointing,
             compile=compile,
         )
@@ -131,6 +143,10 @@ class AVDiTModule(L.LightningModule):
         self.audio_vae = _frozen(anet if anet is not None else build_module(audio_vae)) if audio_vae else None
         if not 0.0 <= image_prob <= 1.0:
             raise ValueError(f"image_prob must be in [0, 1], got {image_prob}")
+        if image_first_max_objects is not None and int(image_first_max_objects) < 1:
+            raise ValueError(f"image_first_max_objects must be >= 1 or null, got {image_first_max_objects}")
+        if video_batch_size is not None and int(video_batch_size) < 1:
+            raise ValueError(f"video_batch_size must be >= 1 or null, got {video_batch_size}")
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
         self.optim_cfg = OptimConfig(**hp["optim"])
@@ -151,6 +167,8 @@ class AVDiTModule(L.LightningModule):
 
     def flops_per_batch(self, batch: dict) -> float:
         """Model FLOPs of one training step (forward + backward) on ``batch`` (see sora.models.dit)."""
+        if not self._image_step:
+            batch = self.video_batch(batch)
         zv, za = self._latent_shapes(batch)
         if self._image_step:  # the last step trained on first frames only (image_prob)
             zv, za = (*zv[:2], 1, *zv[3:]), (*za[:2], 1) if za is not None else None
@@ -230,10 +248,19 @@ class AVDiTModule(L.LightningModule):
         g = torch.Generator().manual_seed(int(self.global_step) * 7919 + 17)
         return bool(torch.rand((), generator=g) < p)
 
+    def video_batch(self, batch: dict) -> dict:
+        """The first ``video_batch_size`` clips of ``batch`` (all of them when None or fewer)."""
+        n = self.hparams.get("video_batch_size")
+        if n is None or len(batch["caption"]) <= n:
+            return batch
+        return {k: v[:n] if isinstance(v, Tensor | list | tuple) else v for k, v in batch.items()}
+
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        self._image_step = self.use_image_step()
+        if not self._image_step:
+            batch = self.video_batch(batch)
         zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
         b = zv.shape[0]
-        self._image_step = self.use_image_step()
         if self._image_step:
             return self._image_loss(batch, zv, za)
         has_audio = torch.as_tensor(batch.get("has_audio", [za is not None] * b), device=self.device).bool()
@@ -307,9 +334,21 @@ class AVDiTModule(L.LightningModule):
         out = flow_loss(
             {"video": pred_v, "audio": pred_a},
             {"video": velocity_target(zv, noise_v), "audio": za},
-            {"video": torch.ones_like(t, dtype=torch.bool), "audio": torch.zeros_like(t, dtype=torch.bool)},
+            {"video": self._image_loss_mask(batch, b), "audio": torch.zeros_like(t, dtype=torch.bool)},
         )
         return {k: v for k, v in out.items() if not k.endswith("_audio")}
+
+    def _image_loss_mask(self, batch: dict, b: int) -> Tensor:
+        """(B, 1) bool: the clips whose first frame counts in a text-to-image step's loss: all of them, but
+        during ``image_first_steps`` with ``image_first_max_objects`` set, only those whose ``meta`` lists at
+        most that many ``objects`` (or has no such key)."""
+        limit = self.hparams.get("image_first_max_objects")
+        keep = [True] * b
+        warm_up = self.training and self.global_step < self.hparams.get("image_first_steps", 0)
+        if limit is not None and warm_up:
+            metas = batch.get("meta") or [{}] * b
+            keep = [len(m.get("objects", ())) <= limit for m in metas]
+        return torch.tensor(keep, dtype=torch.bool, device=self.device)[:, None]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)

@@ -79,6 +79,48 @@ def test_image_steps_train_on_first_latent_frames_only():
         _module(image_prob=1.5)
 
 
+def test_image_warm_up_can_keep_single_object_clips_only():
+    module = _module(image_first_steps=2, image_first_max_objects=1).train()
+    batch = {**_batch(), "meta": [{"objects": [{}]}, {"objects": [{}, {}]}]}  # one object, then two
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(module), "global_step", property(lambda self: 1))
+        assert module._image_loss_mask(batch, 2)[:, 0].tolist() == [True, False]
+        out = module.compute_loss(batch)
+        assert module._image_step and float(out["tokens_video"]) == 1 * 16 * 4 * 4  # the first clip only
+        torch.manual_seed(0)
+        warm = module.compute_loss(batch)["loss"]
+        torch.manual_seed(0)
+        first_only = module.compute_loss({k: v[:1] for k, v in batch.items()})["loss"]
+        assert torch.allclose(warm, first_only)  # the two-object clip adds nothing
+        assert module._image_loss_mask({**batch, "meta": [{}, {}]}, 2).all()  # no objects key: counted
+        mp.setattr(type(module), "global_step", property(lambda self: 2))  # after the warm-up: every clip
+        assert module._image_loss_mask(batch, 2).all()
+    assert _module(image_first_steps=2).train()._image_loss_mask(batch, 2).all()  # None: every clip
+    with pytest.raises(ValueError, match="image_first_max_objects"):
+        _module(image_first_max_objects=0)
+
+
+def test_video_steps_can_take_part_of_the_batch_that_image_steps_take_whole():
+    t2av = {"mode_probs": {"t2av": 1.0}, "caption_dropout": 0.0}  # every frame generated: tokens count clips
+    module = _module(video_batch_size=1, image_prob=0.5, curriculum=t2av).train()
+    batch = _batch()
+    for step in range(40):  # image and video steps, drawn from the global step
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(module), "global_step", property(lambda self, s=step: s))
+            out = module.compute_loss(batch)
+        frames = 1 if module._image_step else 3
+        clips = 2 if module._image_step else 1  # video steps: the first clip only
+        assert float(out["tokens_video"]) == clips * 16 * frames * 4 * 4
+        if not module._image_step:
+            assert float(out["tokens_audio"]) == 1 * 8 * 9  # the first clip has audio
+            video_flops = module.flops_per_batch(batch)
+    assert video_flops == pytest.approx(_module().flops_per_batch({k: v[:1] for k, v in batch.items()}))
+    module.eval()
+    assert float(module.compute_loss(batch)["tokens_video"]) == 1 * 16 * 3 * 4 * 4  # validation: video steps
+    with pytest.raises(ValueError, match="video_batch_size"):
+        _module(video_batch_size=0)
+
+
 def test_text_dim_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="text_dim"):
         AVDiTModule(dit={**DIT, "text_dim": 8}, text_encoder=TEXT)
