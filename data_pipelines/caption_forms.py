@@ -19,7 +19,9 @@ A sample without the drawn form (no json ``captions``, no such name, or an empty
 batch into ``batch["_stats"]["counts"]``, :class:`~data_pipelines.stream_loader.StreamProgress` adds them
 up (``DataModule.progress.counts``, kept in checkpoints) and
 :class:`~data_pipelines.data_stats.DataStatsCallback` logs them as ``data/<name>``. The form used goes in
-the sample's meta (``caption_form``; on a fallback also ``caption_form_missing`` = the form drawn).
+the sample's meta (``caption_form``; on a fallback also ``caption_form_missing`` = the form drawn), and a
+sample trained on another form than its txt keeps the txt in ``caption_txt`` (the DiT's ``text_align`` pairs
+the two forms of a clip).
 
 Caption dropout for classifier-free guidance is not a data setting: the DiT module drops the text of a share
 ``curriculum.caption_dropout`` of the samples in every step, video and image steps alike
@@ -101,6 +103,7 @@ class CaptionMix:
             captions = item["meta"].get("captions")
             candidate = captions.get(drawn) if isinstance(captions, Mapping) else None
             if isinstance(candidate, str) and candidate.strip():
+                item["meta"]["caption_txt"] = text  # the txt it replaces (the DiT's text_align pairs them)
                 used, text = drawn, candidate.strip()
             else:
                 item["meta"]["caption_form_missing"] = drawn

@@ -31,6 +31,7 @@ from sora.diffusion.flow import (
 )
 from sora.training.optim import OptimConfig, build_optimizer
 from sora.training.parallel import configure_parallelism
+from sora.training.text_align import alignment_loss, load_into
 
 DEFAULT_FLOW = {
     "logit_mean": 0.0,
@@ -43,6 +44,9 @@ DEFAULT_FLOW = {
     "video_weight": 1.0,
     "audio_weight": 1.0,
 }
+
+
+DEFAULT_TEXT_ALIGN = {"weight": 0.0, "form": "short", "temperature": 0.1}
 
 
 def _frozen(net: nn.Module) -> nn.Module:
@@ -58,6 +62,9 @@ class AVDiTModule(L.LightningModule):
         text_encoder: a TextEncoder config (the default hashed-word encoder trains with the DiT).
         video_vae / audio_vae: network configs of the frozen VAEs, or None; ``video_vae_ckpt`` /
             ``audio_vae_ckpt`` load their trained weights (and config) from a VAE training checkpoint instead.
+        text_encoder_ckpt: start the trainable text encoder from these weights (a file of
+            :func:`sora.training.text_align.save`, e.g. caption-form alignment pretraining; its settings must
+            match ``text_encoder``). Not stored: the weights are in this module's own checkpoints.
         flow: timestep distribution and loss weights (see DEFAULT_FLOW).
         curriculum: ``mode_probs`` and ``caption_dropout`` for :class:`ConditioningCurriculum`.
         optim: :class:`OptimConfig` fields.
@@ -79,6 +86,15 @@ class AVDiTModule(L.LightningModule):
             them: with ``data.batch_size`` k x N, image steps (about 1/T of a video step's FLOPs per clip) get
             k times the batch, and the gradient noise that delays learning left from right drops with it
             (README, "Why left/right is at chance"). None: every clip in every step.
+        text_align: ``{weight, form, temperature}`` (DEFAULT_TEXT_ALIGN; weight 0 = off): an auxiliary loss
+            on the trainable text encoder, added to every step's: the symmetric InfoNCE, at ``temperature``,
+            between the normalised mean-pooled encodings of each clip's training caption and of another
+            caption form of the same clip (``meta["captions"][form]``; for a clip trained on that form, the
+            txt it replaced, ``meta["caption_txt"]``), the batch's other clips as negatives. A long dense
+            caption says where things are in many phrasings, among words of the same kind that say where they
+            go ("at the bottom right ... rolls to the left"); aligning it with the terse form makes the
+            encoder pull out what the terse form says. Without it the DiT never learned left from right on
+            dense captions (README, "Dense captions and the text encoder").
         activation_checkpointing (false, true/'full', or k for every k-th block; the one switch) / compile:
             applied by :mod:`sora.training.parallel` in ``configure_model`` (with FSDP2 under
             ``trainer=fsdp``).
@@ -93,6 +109,7 @@ class AVDiTModule(L.LightningModule):
         audio_vae: dict | None = None,
         video_vae_ckpt: str | None = None,
         audio_vae_ckpt: str | None = None,
+        text_encoder_ckpt: str | None = None,
         flow: dict | None = None,
         curriculum: dict | None = None,
         optim: dict | None = None,
@@ -103,6 +120,7 @@ class AVDiTModule(L.LightningModule):
         image_first_steps: int = 0,
         image_first_max_objects: int | None = None,
         video_batch_size: int | None = None,
+        text_align: dict | None = None,
         activation_checkpointing: bool | int | str = False,
         compile: bool = False,
     ) -> None:
@@ -128,11 +146,14 @@ class AVDiTModule(L.LightningModule):
             image_first_steps=int(image_first_steps),
             image_first_max_objects=None if image_first_max_objects is None else int(image_first_max_objects),
             video_batch_size=None if video_batch_size is None else int(video_batch_size),
+            text_align={**DEFAULT_TEXT_ALIGN, **(to_plain_dict(text_align) if text_align else {})},
             activation_checkpointing=activation_checkpointing,
             compile=compile,
         )
         self.save_hyperparameters(hp)
         self.text_encoder = build_module(hp["text_encoder"])
+        if text_encoder_ckpt:  # a pretrained start (sora.training.text_align); the weights then live in ours
+            load_into(self.text_encoder, hp["text_encoder"], text_encoder_ckpt)
         if self.hparams.dit.get("text_dim") != self.text_encoder.dim:
             raise ValueError(
                 f"dit.text_dim={self.hparams.dit.get('text_dim')} must equal the text encoder's dim "
@@ -147,6 +168,15 @@ class AVDiTModule(L.LightningModule):
             raise ValueError(f"image_first_max_objects must be >= 1 or null, got {image_first_max_objects}")
         if video_batch_size is not None and int(video_batch_size) < 1:
             raise ValueError(f"video_batch_size must be >= 1 or null, got {video_batch_size}")
+        align = hp["text_align"]
+        if set(align) - set(DEFAULT_TEXT_ALIGN):
+            raise ValueError(f"text_align: unknown keys {sorted(set(align) - set(DEFAULT_TEXT_ALIGN))}")
+        if float(align["weight"]) < 0 or float(align["temperature"]) <= 0:
+            raise ValueError(f"text_align needs weight >= 0 and temperature > 0, got {align}")
+        if float(align["weight"]) > 0 and not getattr(self.text_encoder, "trainable", False):
+            raise ValueError(
+                "text_align.weight > 0 needs a trainable text encoder (a frozen one cannot align)"
+            )
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
         self.optim_cfg = OptimConfig(**hp["optim"])
@@ -350,8 +380,38 @@ class AVDiTModule(L.LightningModule):
             keep = [len(m.get("objects", ())) <= limit for m in metas]
         return torch.tensor(keep, dtype=torch.bool, device=self.device)[:, None]
 
+    def text_align_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
+        """(training captions, their partners): each clip's caption and another form of it (``text_align``),
+        for the clips that have one."""
+        form = self.hparams.get("text_align", DEFAULT_TEXT_ALIGN)["form"]
+        metas = batch.get("meta") or [{}] * len(batch["caption"])
+        ours, theirs = [], []
+        for caption, meta in zip(batch["caption"], metas, strict=True):
+            if meta.get("caption_form", "txt") == form:
+                other = meta.get("caption_txt")
+            else:
+                other = (meta.get("captions") or {}).get(form)
+            if isinstance(other, str) and other.strip() and other.strip() != caption:
+                ours.append(caption)
+                theirs.append(other.strip())
+        return ours, theirs
+
+    def text_align_loss(self, batch: dict) -> Tensor | None:
+        """The ``text_align`` InfoNCE on this batch, or None (off, or fewer than 2 clips with a pair)."""
+        cfg = self.hparams.get("text_align", DEFAULT_TEXT_ALIGN)
+        if float(cfg["weight"]) <= 0:
+            return None
+        ours, theirs = self.text_align_pairs(batch)
+        if len(ours) < 2:
+            return None
+        return alignment_loss(self.encode_text, ours, theirs, float(cfg["temperature"]))
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)
+        align = self.text_align_loss(batch)
+        if align is not None:
+            out["loss_text_align"] = align.detach()
+            out["loss"] = out["loss"] + float(self.hparams.text_align["weight"]) * align
         b = len(batch["caption"])
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
         self.log_dict({f"train/{k}": v for k, v in out.items() if k.startswith("loss_")}, batch_size=b)

@@ -169,8 +169,9 @@ def test_forms_are_mixed_with_their_probabilities_and_missing_ones_fall_back_cou
         drawn[meta.get("caption_form_missing", form)] += 1
         if form == "short":
             assert caption == texts["captions"]["short"] and _has_short(i)
+            assert meta["caption_txt"] == texts["txt"]  # what it replaced: the DiT's text_align pairs them
         else:
-            assert form == "txt" and caption == texts["txt"]
+            assert form == "txt" and caption == texts["txt"] and "caption_txt" not in meta
         if "caption_form_missing" in meta:  # drew short, the sample has none (or an empty one): its txt
             assert meta["caption_form_missing"] == "short" and not _has_short(i) and form == "txt"
     assert _within(drawn["short"], len(samples), 0.75), drawn

@@ -121,6 +121,92 @@ def test_video_steps_can_take_part_of_the_batch_that_image_steps_take_whole():
         _module(video_batch_size=0)
 
 
+def _align_batch():
+    """Four clips: two trained on their txt (partner: captions['short']), one on its short form (partner:
+    the txt it replaced), one with no other form (no pair)."""
+    batch = _batch(b=2)
+    batch = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    batch["caption"] = [
+        "A big red ball at the top left drops.",
+        "a blue box on the right slides",
+        "x y",
+        "no form",
+    ]
+    batch["meta"] = [
+        {"captions": {"short": "a red ball on the left falls"}},
+        {"caption_form": "short", "caption_txt": "A blue box in the lower right glides.", "captions": {}},
+        {"caption_form": "txt", "captions": {"short": "a green ball in the middle"}},
+        {},
+    ]
+    return batch
+
+
+def test_text_align_pairs_each_caption_with_another_form_of_its_clip():
+    module = _module(text_align={"weight": 0.5})
+    ours, theirs = module.text_align_pairs(_align_batch())
+    assert ours == ["A big red ball at the top left drops.", "a blue box on the right slides", "x y"]
+    assert theirs == [
+        "a red ball on the left falls",
+        "A blue box in the lower right glides.",
+        "a green ball in the middle",
+    ]
+
+
+def test_text_align_loss_is_the_symmetric_infonce_of_pooled_encodings():
+    module = _module(text_align={"weight": 0.5, "temperature": 0.5})
+    batch = _align_batch()
+    ours, theirs = module.text_align_pairs(batch)
+    # Stand-in encodings: the partner of pair i is pooled to e_i, the caption to e_i + a little of e_(i+1).
+    eye = torch.eye(3)
+    code = {c: eye[i] + 0.3 * eye[(i + 1) % 3] for i, c in enumerate(ours)} | {
+        c: eye[i] for i, c in enumerate(theirs)
+    }
+
+    def encode(captions):  # two real tokens with the same vector, one masked token that must not count
+        emb = torch.stack([torch.stack([code[c], code[c], 100 * torch.ones(3)]) for c in captions])
+        return emb, torch.tensor([[True, True, False]] * len(captions))
+
+    module.encode_text = encode
+    a = torch.nn.functional.normalize(torch.stack([code[c] for c in ours]), dim=-1)
+    b = torch.nn.functional.normalize(torch.stack([code[c] for c in theirs]), dim=-1)
+    logits = a @ b.T / 0.5
+    expected = 0.5 * sum(-torch.log_softmax(m, dim=1).diagonal().mean() for m in (logits, logits.T))
+    assert float(module.text_align_loss(batch)) == pytest.approx(float(expected), rel=1e-5)
+    # matched pairs cost less than mismatched ones (the sign of the logits)
+    code.update({c: eye[(i + 1) % 3] for i, c in enumerate(theirs)})
+    assert float(module.text_align_loss(batch)) > float(expected) + 0.5
+
+
+def test_text_align_adds_its_weighted_loss_and_trains_the_text_encoder_only():
+    batch = _align_batch()
+    torch.manual_seed(0)
+    off = _module()
+    torch.manual_seed(0)
+    on = _module(text_align={"weight": 0.5})
+    assert off.text_align_loss(batch) is None
+    torch.manual_seed(1)
+    base = off.compute_loss(batch)["loss"]
+    torch.manual_seed(1)
+    total = on.training_step(batch, 0)
+    align = on.text_align_loss(batch)
+    assert float(total) == pytest.approx(float(base) + 0.5 * float(align), rel=1e-5)
+    align.backward()
+    assert on.text_encoder.token_embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in on.dit.parameters())
+    # a few steps on the alignment alone make each caption's encoding find its partner among the others
+    opt = torch.optim.Adam(on.text_encoder.parameters(), lr=1e-2)
+    first = float(on.text_align_loss(batch))
+    for _ in range(30):
+        opt.zero_grad()
+        on.text_align_loss(batch).backward()
+        opt.step()
+    assert float(on.text_align_loss(batch)) < 0.5 * first
+    with pytest.raises(ValueError, match="text_align"):
+        _module(text_align={"weight": -1.0})
+    with pytest.raises(ValueError, match="unknown"):
+        _module(text_align={"wieght": 1.0})
+
+
 def test_text_dim_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="text_dim"):
         AVDiTModule(dit={**DIT, "text_dim": 8}, text_encoder=TEXT)
