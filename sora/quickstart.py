@@ -171,12 +171,17 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
 
     def train_stage(name: str) -> Callable[[], None]:
         def fn() -> None:
+            text_ckpt = paths["dit"] / TEXT_ENCODER_FILE
+            text_ckpt = text_ckpt if name == "dit" and text_ckpt.exists() else None
             deadline = None
             if plan is not None and name == "dit":
                 from sora.quickstart_budget import remaining_seconds
 
                 deadline = remaining_seconds(plan, time.perf_counter() - t_start)
             train_cfg = stage_config(cfg, name, paths, plan, deadline_s=deadline)
+            if text_ckpt is not None:
+                with open_dict(train_cfg):
+                    train_cfg.module.text_encoder_ckpt = str(text_ckpt)
             say(f"{name}: {train_cfg.trainer.max_steps} steps (progress lines also in {out / LOG_FILE})")
             train(train_cfg)
             (paths[name] / "DONE").write_text("ok")
@@ -209,6 +214,7 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     stages.run("vae_video", vae_video / "DONE", train_stage("vae_video"))
     stages.run("vae_audio", vae_audio / "DONE", train_stage("vae_audio"))
     stages.run("latents", latents / "DONE", latents_stage)
+    stages.run("text", dit / TEXT_ENCODER_FILE, lambda: pretrain_text(cfg, paths, say))
     stages.run("dit", dit / "DONE", train_stage("dit"))
     stages.run(
         "export", export_dir / "config.json", lambda: export(dit / "checkpoints" / "last.ckpt", export_dir)
@@ -235,6 +241,51 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     total = time.perf_counter() - t_start
     say(f"quickstart done in {total / 60:.1f} min: open {report}", "bold green")
     return summary
+
+
+TEXT_ENCODER_FILE = "text_encoder.pt"
+
+
+def text_pretrain_steps(cfg: DictConfig) -> int:
+    return int((cfg.get("text_pretrain") or {}).get("steps", 0) or 0)
+
+
+def pretrain_text(cfg: DictConfig, paths: dict[str, Path], say: Say) -> Path | None:
+    """The ``text`` stage: the DiT's text encoder, caption-form aligned on the latents' (txt, short) pairs
+    before the DiT trains (``text_pretrain``; :mod:`sora.training.text_align`), saved as
+    ``dit/text_encoder.pt``, which the DiT stage starts from (a rerun or a resumed DiT stage reuses it).
+    None when ``text_pretrain.steps`` is 0 or unset."""
+    import torch
+
+    from sora.checkpoint import build_module
+    from sora.training.text_align import caption_pairs, pretrain, retrieval_accuracy, save
+
+    opts = cfg.get("text_pretrain") or {}
+    steps = text_pretrain_steps(cfg)
+    if steps <= 0:
+        return None
+    path = paths["dit"] / TEXT_ENCODER_FILE
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    config = OmegaConf.to_container(compose("train", stage_overrides(cfg, "dit", paths)).module.text_encoder)
+    form = str(opts.get("form", "short"))
+    pairs, skipped = caption_pairs(f"{paths['latents']}/shard-*.tar", form)
+    say(f"dit: aligning the text encoder on {len(pairs)} (txt, {form}) caption pairs, {steps} steps")
+    with torch.random.fork_rng():
+        torch.manual_seed(int(cfg.seed))
+        encoder = build_module(config)
+        losses = pretrain(
+            encoder, pairs, steps=steps, batch_size=int(opts.get("batch_size", 64)), seed=int(cfg.seed)
+        )
+    accuracy = retrieval_accuracy(encoder.encode, pairs)
+    meta = {"pairs": len(pairs), "skipped": skipped, "form": form, "steps": steps, "retrieval": accuracy}
+    save(encoder, config, path, {**meta, "losses": losses, "seconds": time.perf_counter() - t0})
+    say(
+        f"dit: text encoder aligned in {time.perf_counter() - t0:.0f} s: loss {losses[0]:.2f} -> "
+        f"{losses[-1]:.2f}, each dense caption finds its short form among 64 {accuracy:.0%} of the time"
+    )
+    return path
 
 
 TRAINING_EXPERIMENTS = {"vae_video": "vae_video_tiny", "vae_audio": "vae_audio_tiny", "dit": "dit_tiny"}
@@ -362,11 +413,14 @@ def plan_training(
     # (when it ran now), scales the expected time of the stages that do not train and were not calibrated.
     speed = min(4.0, max(0.5, world_s / budget_s["world"])) if world_s > 0 and budget_s.get("world") else 1.0
     done_fixed = {"latents": paths["latents"] / "DONE", "eval": out / "results.json"}
+    done_fixed["text"] = paths["dit"] / TEXT_ENCODER_FILE
     fixed = {
         s: budget_s.get(s, 0.0) * speed
         for s in FIXED_STAGES
         if s != "world" and not (s in done_fixed and done_fixed[s].exists())
     }
+    if text_pretrain_steps(cfg) <= 0:
+        fixed.pop("text", None)
     if eval_calibration is not None:
         fixed["eval"] = eval_calibration["expected_s"]
     plan = make_plan(

@@ -38,7 +38,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 TRAINING_STAGES = ("vae_video", "vae_audio", "dit")
-FIXED_STAGES = ("world", "latents", "export", "samples", "eval")
+FIXED_STAGES = ("world", "latents", "text", "export", "samples", "eval")
 PLAN_FILE = "budget_plan.json"
 
 

@@ -21,6 +21,7 @@ def test_quickstart_end_to_end(tmp_path):
         "steps.vae_video=2",
         "steps.vae_audio=2",
         "steps.dit=2",
+        "text_pretrain.steps=2",
         "sample_scenes=1",
         "eval_scenes=1",
         "sample_steps=2",
@@ -36,6 +37,7 @@ def test_quickstart_end_to_end(tmp_path):
         "vae_audio/checkpoints/last.ckpt",
         "latents/DONE",
         "dit/checkpoints/last.ckpt",
+        "dit/text_encoder.pt",
         "dit/train.log",
         "export/config.json",
         "export/README.md",
@@ -145,6 +147,7 @@ def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(
     dit = stage_config(cfg, "dit", paths, None)
     assert dit.module.sampling.num_frames == 13  # the DiT generates the window it trained on
     assert dict(dit.data.caption_keys) == {"txt": 0.5, "short": 0.5}
+    assert dit.module.text_align.weight > 0 and cfg.text_pretrain.steps > 0  # dense captions need both
     dense_cfg = compose("quickstart", [f"out_dir={tmp_path}", "caption_keys=null"])
     dense = stage_config(dense_cfg, "dit", paths, None)
     assert dense.data.caption_keys is None
