@@ -16,7 +16,11 @@ per-tensor lerp over a fresh state_dict at every step. ``new``: the current defa
 foreach lerp over tensors paired once; ``precision: auto``, i.e. bf16 autocast only where this CPU
 computes bf16 faster than fp32, see sora/precision.py). ``new-fp32``: the new loop with
 ``trainer.precision=32-true``, to show what bf16 buys on this CPU (nothing on an AVX2 CPU, where auto
-already picks fp32). The model's math is the same in all.
+already picks fp32). The model's math is the same in all. ``no-align``: the new loop without the text
+encoder's caption-form alignment loss (``module.text_align``), to show its cost. ``short``: the new loop on
+the short captions (~8 words) instead of the dense ones (~20 words, padded to the batch's longest): the DiT is
+an MM-DiT, its text tokens go through every block beside the 64 of an image step, so this is what the
+caption's length costs.
 """
 
 from __future__ import annotations
@@ -135,6 +139,8 @@ def main() -> None:
         "old": (OLD_OVERRIDES, True),
         "new": ([], False),
         "new-fp32": (["trainer.precision=32-true"], False),
+        "no-align": (["module.text_align.weight=0.0"], False),
+        "short": (["data.caption_keys={short:1.0}"], False),
     }
     results: dict[str, dict[str, list[dict]]] = {k: {"image": [], "video": []} for k in configs}
     with tempfile.TemporaryDirectory(prefix="dit-step-") as tmp:

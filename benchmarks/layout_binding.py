@@ -4,6 +4,7 @@
         [--raw] [--sample SEEDS [--guidance 5]]
     python benchmarks/layout_binding.py DIT.ckpt 'LATENTS' --train 800 [--single] [--form short] [--seed 0]
         [--batch 16] [--mix] [--shift 1.6] [--cosine] [--dropout 0.1] [--recipe-adamw] [--lr 1e-3]
+        [--pretext 300] [--align 0.1]
 
 The score's clips are the held-out single-object clips among the last 400 of the glob whose object starts on
 the left or on the right (the metadata's side). Their first latent frames' conditional means differ by
@@ -18,7 +19,10 @@ t = 0.99, 0.95 and 0.9; with ~50 clips a side, |score| < 0.03 is noise.
 seeds, the same seed for both sides) and prints how often the named colour lands on the named side and how
 far apart the two prompts put it. ``--train N`` instead trains a fresh DiT of the checkpoint's architecture
 for N text-to-image steps in a minimal loop (no Lightning, no schedule, no EMA: :func:`train_fresh`) on the
-other clips' first frames and prints the score every 200 steps: a 2-minute harness for recipe experiments.
+other clips' first frames and prints the score every 200 steps, on the held-out clips' short captions and on
+their dense ones (the eval prompts with those): a 2-minute harness for recipe experiments. ``--pretext N``
+first aligns the fresh text encoder alone for N steps and ``--align w`` adds that loss to every step
+(:mod:`sora.training.text_align`, as the quickstart's ``text_pretrain`` and ``module.text_align``).
 
 Measured 2026-12-03 on 2048 clips of the quickstart's slice encoded by the quickstart's VAEs: see the README,
 "Why left/right is at chance" (every trained recipe scores 0; the bare loop binds left/right on single-object
@@ -107,7 +111,8 @@ def train_fresh(args, clips: list[Clip], normalize, dit_config: dict, sides) -> 
     constant-lr AdamW with torch's defaults (``--recipe-adamw``: the recipe's betas, no decay, gradient
     clipping at 1; ``--cosine``: the recipe's 100-step warm-up and cosine to 0.1 lr), batch ``--batch``,
     captions in ``--form`` (``--mix``: either form, half and half, as the quickstart's ``caption_keys``), no
-    caption dropout (``--dropout``), no EMA. The layout score every 200 steps."""
+    caption dropout (``--dropout``), no EMA; ``--pretext`` / ``--align``: caption-form alignment of the text
+    encoder before / during training. The layout score every 200 steps on short and on dense captions."""
     from sora.diffusion.flow import (
         add_noise,
         flow_loss,
@@ -118,12 +123,17 @@ def train_fresh(args, clips: list[Clip], normalize, dit_config: dict, sides) -> 
     from sora.models.dit import AVDiT
     from sora.models.text import WordTextEncoder
     from sora.training.optim import OptimConfig, warmup_cosine
+    from sora.training.text_align import alignment_loss, pretrain
 
     train = [c for c in clips[:-HOLDOUT] if not args.single or len(c.sides) == 1]
     z_all = normalize(torch.from_numpy(np.stack([c.z for c in train]))).float()
     torch.manual_seed(args.seed)
     dit = AVDiT(**dit_config)
     text = WordTextEncoder(dim=dit.text_dim, depth=2, num_heads=2, max_length=64)
+    if args.pretext:  # (dense, short) pairs of the training clips
+        pairs = [(c.other, c.caption) if args.form == "short" else (c.caption, c.other) for c in train]
+        losses = pretrain(text, pairs, steps=args.pretext, batch_size=64, seed=args.seed)
+        print(f"text encoder aligned: loss {losses[0]:.2f} -> {losses[-1]:.2f} in {args.pretext} steps")
     params = [*dit.parameters(), *text.parameters()]
     kw = {"betas": (0.9, 0.99), "weight_decay": 0.0} if args.recipe_adamw else {}
     opt = torch.optim.AdamW(params, lr=args.lr, **kw)
@@ -146,6 +156,10 @@ def train_fresh(args, clips: list[Clip], normalize, dit_config: dict, sides) -> 
             pred, _ = dit(x_t, None, t, None, emb, mask, video_frame_seconds=1 / 6, drop_text=drop)
         ones = torch.ones(b, 1, dtype=torch.bool)
         loss = flow_loss({"video": pred}, {"video": velocity_target(z, noise)}, {"video": ones})["loss"]
+        if args.align:
+            dense = [train[i].caption if args.form == "txt" else train[i].other for i in idx]
+            short = [train[i].other if args.form == "txt" else train[i].caption for i in idx]
+            loss = loss + args.align * alignment_loss(text.encode, dense, short, 0.1)
         opt.zero_grad()
         loss.backward()
         if args.recipe_adamw:
@@ -153,11 +167,11 @@ def train_fresh(args, clips: list[Clip], normalize, dit_config: dict, sides) -> 
         opt.step()
         if step % 200 == 0:
             dit.eval()
-            score = layout_score(dit, text, normalize, sides, 0.95)
+            scores = {form: layout_score(dit, text, normalize, s, 0.95) for form, s in sides.items()}
             dit.train()
             print(
-                f"step {step}: loss {loss.item():.3f}, layout score (t=0.95) {score:.3f}, "
-                f"{time.perf_counter() - t0:.0f} s",
+                f"step {step}: loss {loss.item():.3f}, layout score (t=0.95) on short captions "
+                f"{scores['short']:.3f}, on dense ones {scores['txt']:.3f}, {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
 
@@ -173,7 +187,9 @@ def run(args: argparse.Namespace) -> None:
     sides = score_sides(clips)
     normalize = pipe.video_vae.normalize_latents
     if args.train:
-        train_fresh(args, clips, normalize, pipe.dit.config, sides)
+        swapped = score_sides([Clip(c.other, c.caption, c.sides, c.z) for c in clips])
+        both = {args.form: sides, ("txt" if args.form == "short" else "short"): swapped}
+        train_fresh(args, clips, normalize, pipe.dit.config, both)
         return
     dit = pipe.dit.float().eval()
     n = min(len(v) for v in sides.values())
@@ -233,6 +249,8 @@ def main() -> None:
     parser.add_argument("--shift", type=float, default=1.0, help="--train timestep shift (the recipe: ~1.6)")
     parser.add_argument("--cosine", action="store_true", help="--train with the recipe's warm-up + cosine")
     parser.add_argument("--dropout", type=float, default=0.0, help="--train caption dropout (recipe: 0.1)")
+    parser.add_argument("--pretext", type=int, default=0, help="--train: align the text encoder first")
+    parser.add_argument("--align", type=float, default=0.0, help="--train: the alignment loss's weight")
     parser.add_argument(
         "--recipe-adamw", action="store_true", help="--train with betas (0.9, 0.99), no decay, clip 1.0"
     )
