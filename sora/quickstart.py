@@ -171,17 +171,12 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
 
     def train_stage(name: str) -> Callable[[], None]:
         def fn() -> None:
-            text_ckpt = paths["dit"] / TEXT_ENCODER_FILE
-            text_ckpt = text_ckpt if name == "dit" and text_ckpt.exists() else None
             deadline = None
             if plan is not None and name == "dit":
                 from sora.quickstart_budget import remaining_seconds
 
                 deadline = remaining_seconds(plan, time.perf_counter() - t_start)
             train_cfg = stage_config(cfg, name, paths, plan, deadline_s=deadline)
-            if text_ckpt is not None:
-                with open_dict(train_cfg):
-                    train_cfg.module.text_encoder_ckpt = str(text_ckpt)
             say(f"{name}: {train_cfg.trainer.max_steps} steps (progress lines also in {out / LOG_FILE})")
             train(train_cfg)
             (paths[name] / "DONE").write_text("ok")
@@ -329,10 +324,15 @@ def stage_config(
 ) -> DictConfig:
     """The composed training config of a stage: the fixed steps without a plan (``budget_min=null``: exactly
     the config's values), else the plan's steps with the step-counted schedules scaled to them; the DiT's
-    time cap is also at most ``deadline_s`` (what the budget has left for it)."""
+    time cap is also at most ``deadline_s`` (what the budget has left for it), and its text encoder starts
+    from the text stage's ``dit/text_encoder.pt`` when that exists."""
     from sora.quickstart_budget import apply_stage_plan
 
     train_cfg = compose("train", stage_overrides(cfg, name, paths))
+    text_ckpt = paths[name] / TEXT_ENCODER_FILE
+    if name == "dit" and text_ckpt.exists():
+        with open_dict(train_cfg):
+            train_cfg.module.text_encoder_ckpt = str(text_ckpt)
     if plan is not None and name in plan["stages"]:
         apply_stage_plan(train_cfg, plan["stages"][name], cap_time=name == "dit", deadline_s=deadline_s)
     return train_cfg

@@ -133,6 +133,11 @@ def test_quickstart_aligns_the_dits_text_encoder_once(world_shards, tmp_path):
     assert any("aligning the text encoder on 8" in s for s in said)
     stamp = path.stat().st_mtime_ns
     assert pretrain_text(cfg, paths, said.append) == path and path.stat().st_mtime_ns == stamp  # reused
+    from sora.quickstart import stage_config
+
+    assert stage_config(cfg, "dit", paths, None).module.text_encoder_ckpt == str(path)  # the DiT starts there
+    path.unlink()
+    assert stage_config(cfg, "dit", paths, None).module.text_encoder_ckpt is None
     off = compose("quickstart", [f"out_dir={tmp_path}", "text_pretrain.steps=0"])
     assert pretrain_text(off, paths, said.append) is None
     assert json.dumps(blob["meta"])  # plain data
