@@ -40,7 +40,7 @@ import torch
 from sora.config import compose
 
 # torch's per-tensor AdamW loop (and the old EMA update, patched in by _old_ema)
-OLD_OVERRIDES = ["module.optim.fused=false"]
+OLD_OVERRIDES = ["++module.optim.fused=false"]
 
 
 class _StepClock(L.Callback):
