@@ -412,8 +412,11 @@ def plan_training(
     # The machine's slowdown against the 2-core reference that budget_s was measured on, from the world stage
     # (when it ran now), scales the expected time of the stages that do not train and were not calibrated.
     speed = min(4.0, max(0.5, world_s / budget_s["world"])) if world_s > 0 and budget_s.get("world") else 1.0
-    done_fixed = {"latents": paths["latents"] / "DONE", "eval": out / "results.json"}
-    done_fixed["text"] = paths["dit"] / TEXT_ENCODER_FILE
+    done_fixed = {
+        "latents": paths["latents"] / "DONE",
+        "text": paths["dit"] / TEXT_ENCODER_FILE,
+        "eval": out / "results.json",
+    }
     fixed = {
         s: budget_s.get(s, 0.0) * speed
         for s in FIXED_STAGES

@@ -383,7 +383,7 @@ class AVDiTModule(L.LightningModule):
     def text_align_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
         """(training captions, their partners): each clip's caption and another form of it (``text_align``),
         for the clips that have one."""
-        form = self.hparams.get("text_align", DEFAULT_TEXT_ALIGN)["form"]
+        form = self.hparams.text_align["form"]
         metas = batch.get("meta") or [{}] * len(batch["caption"])
         ours, theirs = [], []
         for caption, meta in zip(batch["caption"], metas, strict=True):
@@ -398,7 +398,7 @@ class AVDiTModule(L.LightningModule):
 
     def text_align_loss(self, batch: dict) -> Tensor | None:
         """The ``text_align`` InfoNCE on this batch, or None (off, or fewer than 2 clips with a pair)."""
-        cfg = self.hparams.get("text_align", DEFAULT_TEXT_ALIGN)
+        cfg = self.hparams.text_align
         if float(cfg["weight"]) <= 0:
             return None
         ours, theirs = self.text_align_pairs(batch)

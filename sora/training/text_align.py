@@ -10,9 +10,9 @@ between the mean-pooled encodings of two forms of the same clip, the other clips
 encoder pull out of the dense caption what tells the short ones apart: colour, shape, side, motion.
 
 Two uses, one loss (:func:`alignment_loss`):
-- :func:`pretrain` (``python -m sora.training.text_align``, and the quickstart's DiT stage): the encoder alone
-  on the shards' caption pairs for a few hundred steps (seconds to a minute on a CPU), saved for
-  ``AVDiTModule(text_encoder_ckpt=...)``;
+- :func:`pretrain` (``python -m sora.training.text_align``, and the quickstart's ``text`` stage): the
+  encoder alone on the shards' caption pairs for a few hundred steps (seconds to a minute on a CPU), saved
+  for ``AVDiTModule(text_encoder_ckpt=...)``;
 - ``AVDiTModule(text_align={weight, ...})``: the same loss added to every DiT step, on the batch's pairs.
 
     python -m sora.training.text_align 'outputs/latents/shard-*.tar' text_encoder.pt --dim 128 --steps 200
