@@ -259,8 +259,9 @@ def apply_stage_plan(
     cfg: DictConfig, stage: dict, cap_time: bool = False, deadline_s: float | None = None
 ) -> dict[str, int]:
     """Set a composed training config to the planned steps, with the step-counted schedules scaled by the
-    same factor (``scale`` = planned / fixed steps): ``module.optim.warmup_steps`` and
-    ``module.image_first_steps`` (when the module has them). Returns what was set.
+    same factor (``scale`` = planned / fixed steps): ``module.optim.warmup_steps``,
+    ``module.optim.hold_steps`` and ``module.image_first_steps`` (when the module has them). Returns what was
+    set.
 
     ``cap_time``: also stop at :data:`TIME_CAP_SLACK` times the planned minutes (``trainer.max_time``), so a
     calibration that underestimated the step time cannot overrun the budget (measured: the DiT's steps took
@@ -282,6 +283,9 @@ def apply_stage_plan(
         if optim is not None and optim.get("warmup_steps"):
             optim.warmup_steps = min(steps, max(1, round(optim.warmup_steps * scale)))
             changed["module.optim.warmup_steps"] = int(optim.warmup_steps)
+        if optim is not None and optim.get("hold_steps"):
+            optim.hold_steps = min(steps, round(optim.hold_steps * scale))
+            changed["module.optim.hold_steps"] = int(optim.hold_steps)
         if cfg.module.get("image_first_steps"):
             cfg.module.image_first_steps = min(steps, round(cfg.module.image_first_steps * scale))
             changed["module.image_first_steps"] = int(cfg.module.image_first_steps)

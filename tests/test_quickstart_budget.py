@@ -150,6 +150,10 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
         "trainer.max_steps": 3,
         "module.optim.warmup_steps": 1,
     }
+    held = stage_config(cfg, "dit", paths, {"stages": {"dit": {**stage, "fixed_steps": 100, "steps": 100}}})
+    held.module.optim.hold_steps = 40  # the LR's hold keeps its fraction too
+    assert apply_stage_plan(held, {"fixed_steps": 100, "steps": 30})["module.optim.hold_steps"] == 12
+    assert held.module.optim.hold_steps == 12
 
 
 def _fake_calibrate(calls):

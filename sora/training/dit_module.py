@@ -54,6 +54,15 @@ def _frozen(net: nn.Module) -> nn.Module:
     return net
 
 
+def _take(value: Any, idx: list[int]) -> Any:
+    """The items ``idx`` of a batch entry (tensors, lists, tuples); anything else as it is."""
+    if isinstance(value, Tensor) and value.ndim > 0:
+        return value[torch.as_tensor(idx, device=value.device)]
+    if isinstance(value, list | tuple):
+        return [value[i] for i in idx]
+    return value
+
+
 class AVDiTModule(L.LightningModule):
     """Rectified-flow training of :class:`sora.models.dit.AVDiT` with a per-sample conditioning curriculum.
 
@@ -79,9 +88,14 @@ class AVDiTModule(L.LightningModule):
             and layout (colours, shapes, where things start) at that lower cost; see ``use_image_step``.
         image_first_steps: the first steps of training are all text-to-image steps (then ``image_prob``).
         image_first_max_objects: during those first steps, only clips whose metadata lists at most this many
-            ``objects`` (the synthetic world's; clips without the key always count) count in the loss; None:
-            every clip. On the world, layout binding (left/right) emerges reliably from single-object
-            images and only by chance from mixed ones (README, "Why left/right is at chance").
+            ``objects`` (the synthetic world's; clips without the key always count) are trained on (the
+            others are left out of the step, not computed and masked); None: every clip. On the world,
+            layout binding (left/right) emerges reliably from single-object images and only by chance from
+            mixed ones (README, "Why left/right is at chance"). With ``data.batch_size`` 2N and
+            ``video_batch_size`` N, a warm-up step keeps ~N single-object images of a slice with one or two
+            objects a clip.
+        image_first_caption_dropout: the caption dropout of those first steps (None: the curriculum's).
+            Dropout delays the binding of left/right (README); 0 keeps every caption during the warm-up.
         video_batch_size: video steps train on the first N clips of each batch, text-to-image steps on all of
             them: with ``data.batch_size`` k x N, image steps (about 1/T of a video step's FLOPs per clip) get
             k times the batch, and the gradient noise that delays learning left from right drops with it
@@ -119,6 +133,7 @@ class AVDiTModule(L.LightningModule):
         image_prob: float = 0.0,
         image_first_steps: int = 0,
         image_first_max_objects: int | None = None,
+        image_first_caption_dropout: float | None = None,
         video_batch_size: int | None = None,
         text_align: dict | None = None,
         activation_checkpointing: bool | int | str = False,
@@ -145,6 +160,9 @@ class AVDiTModule(L.LightningModule):
             image_prob=float(image_prob),
             image_first_steps=int(image_first_steps),
             image_first_max_objects=None if image_first_max_objects is None else int(image_first_max_objects),
+            image_first_caption_dropout=(
+                None if image_first_caption_dropout is None else float(image_first_caption_dropout)
+            ),
             video_batch_size=None if video_batch_size is None else int(video_batch_size),
             text_align={**DEFAULT_TEXT_ALIGN, **(to_plain_dict(text_align) if text_align else {})},
             activation_checkpointing=activation_checkpointing,
@@ -166,6 +184,10 @@ class AVDiTModule(L.LightningModule):
             raise ValueError(f"image_prob must be in [0, 1], got {image_prob}")
         if image_first_max_objects is not None and int(image_first_max_objects) < 1:
             raise ValueError(f"image_first_max_objects must be >= 1 or null, got {image_first_max_objects}")
+        if image_first_caption_dropout is not None and not 0.0 <= image_first_caption_dropout <= 1.0:
+            raise ValueError(
+                f"image_first_caption_dropout must be in [0, 1] or null, got {image_first_caption_dropout}"
+            )
         if video_batch_size is not None and int(video_batch_size) < 1:
             raise ValueError(f"video_batch_size must be >= 1 or null, got {video_batch_size}")
         align = hp["text_align"]
@@ -179,6 +201,7 @@ class AVDiTModule(L.LightningModule):
             )
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
+        self._trained: dict = {}  # the clips of the last compute_loss (step_batch)
         self.optim_cfg = OptimConfig(**hp["optim"])
 
     # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
@@ -197,8 +220,7 @@ class AVDiTModule(L.LightningModule):
 
     def flops_per_batch(self, batch: dict) -> float:
         """Model FLOPs of one training step (forward + backward) on ``batch`` (see sora.models.dit)."""
-        if not self._image_step:
-            batch = self.video_batch(batch)
+        batch = self.step_batch(batch)
         zv, za = self._latent_shapes(batch)
         if self._image_step:  # the last step trained on first frames only (image_prob)
             zv, za = (*zv[:2], 1, *zv[3:]), (*za[:2], 1) if za is not None else None
@@ -285,10 +307,25 @@ class AVDiTModule(L.LightningModule):
             return batch
         return {k: v[:n] if isinstance(v, Tensor | list | tuple) else v for k, v in batch.items()}
 
+    def in_image_warm_up(self) -> bool:
+        """Whether this is one of the first ``image_first_steps`` training steps (all text-to-image)."""
+        return self.training and self.global_step < self.hparams.get("image_first_steps", 0)
+
+    def step_batch(self, batch: dict) -> dict:
+        """The clips the step that :meth:`compute_loss` drew trains on: a video step's ``video_batch``; in the
+        image warm-up with ``image_first_max_objects``, the clips within the limit (all of them when none
+        is: the step then keeps its graph, with nothing in the loss)."""
+        if not self._image_step:
+            return self.video_batch(batch)
+        keep = self._image_loss_mask(batch, len(batch["caption"]))[:, 0].tolist()
+        if all(keep) or not any(keep):
+            return batch
+        idx = [i for i, k in enumerate(keep) if k]
+        return {k: _take(v, idx) for k, v in batch.items()}
+
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
         self._image_step = self.use_image_step()
-        if not self._image_step:
-            batch = self.video_batch(batch)
+        batch = self._trained = self.step_batch(batch)
         zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
         b = zv.shape[0]
         if self._image_step:
@@ -347,7 +384,10 @@ class AVDiTModule(L.LightningModule):
         t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
         noise_v = torch.randn_like(zv)
         text, text_mask = self.encode_text(batch["caption"])
-        drop_text = torch.rand(b, device=self.device) < self.curriculum.caption_dropout
+        p_drop = self.curriculum.caption_dropout
+        if self.in_image_warm_up() and self.hparams.get("image_first_caption_dropout") is not None:
+            p_drop = self.hparams.image_first_caption_dropout
+        drop_text = torch.rand(b, device=self.device) < p_drop
         pred_v, pred_a = self.dit(
             add_noise(zv, noise_v, t),
             za,
@@ -374,8 +414,7 @@ class AVDiTModule(L.LightningModule):
         most that many ``objects`` (or has no such key)."""
         limit = self.hparams.get("image_first_max_objects")
         keep = [True] * b
-        warm_up = self.training and self.global_step < self.hparams.get("image_first_steps", 0)
-        if limit is not None and warm_up:
+        if limit is not None and self.in_image_warm_up():
             metas = batch.get("meta") or [{}] * b
             keep = [len(m.get("objects", ())) <= limit for m in metas]
         return torch.tensor(keep, dtype=torch.bool, device=self.device)[:, None]
@@ -408,7 +447,7 @@ class AVDiTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)
-        align = self.text_align_loss(batch)
+        align = self.text_align_loss(self._trained)  # on the clips the step trained on
         if align is not None:
             out["loss_text_align"] = align.detach()
             out["loss"] = out["loss"] + float(self.hparams.text_align["weight"]) * align

@@ -13,6 +13,10 @@ from torch import nn
 class OptimConfig:
     """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``.
 
+    ``hold_steps``: the learning rate stays at its peak until this step, and the cosine decays over the steps
+    after it (warm-up, hold, decay). The DiT holds it through its text-to-image warm-up: left/right binds
+    there only at a constant rate (README, "Why left/right is at chance").
+
     ``kind``: ``adamw`` (torch) or ``adamw8bit`` (bitsandbytes, optional). ``fused``: torch's fused AdamW
     kernel (the same update, one kernel for every tensor): ``None`` uses it where it applies (CUDA; CPU
     with plain, not FSDP-sharded, tensors: 4x faster than the per-tensor loop for the quickstart's 5 M
@@ -26,6 +30,7 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_steps: int = 100
     total_steps: int = 10_000
+    hold_steps: int = 0
     min_lr_ratio: float = 0.1
     kind: str = "adamw"
     fused: bool | None = None
@@ -38,6 +43,8 @@ class OptimConfig:
                 f"optim.warmup_steps/total_steps must be >= 0 / > 0, got "
                 f"{self.warmup_steps}/{self.total_steps}"
             )
+        if self.hold_steps < 0:
+            raise ValueError(f"optim.hold_steps must be >= 0, got {self.hold_steps}")
         if self.kind not in ("adamw", "adamw8bit"):
             raise ValueError(f"optim.kind must be 'adamw' or 'adamw8bit', got {self.kind!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -53,10 +60,12 @@ def param_groups(params: list[tuple[str, nn.Parameter]], weight_decay: float) ->
 
 
 def warmup_cosine(step: int, cfg: OptimConfig) -> float:
-    """Multiplier on ``lr`` at ``step``: linear 0->1 over warmup, cosine 1->min_lr_ratio until total_steps."""
+    """Multiplier on ``lr`` at ``step``: linear 0->1 over warmup, 1 until hold_steps, then cosine
+    1->min_lr_ratio until total_steps."""
     if step < cfg.warmup_steps:
         return (step + 1) / (cfg.warmup_steps + 1)
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    start = max(cfg.warmup_steps, cfg.hold_steps)
+    progress = min(1.0, max(0, step - start) / max(1, cfg.total_steps - start))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

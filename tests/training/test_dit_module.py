@@ -92,12 +92,51 @@ def test_image_warm_up_can_keep_single_object_clips_only():
         torch.manual_seed(0)
         first_only = module.compute_loss({k: v[:1] for k, v in batch.items()})["loss"]
         assert torch.allclose(warm, first_only)  # the two-object clip adds nothing
+        # ... and is not computed at all: the step's batch, its FLOPs and its alignment pairs are the first
+        # clip's (the meta entry goes with it)
+        assert module.step_batch(batch)["meta"] == [{"objects": [{}]}]
+        assert module.step_batch(batch)["video_latent"].shape[0] == 1
+        assert module.flops_per_batch(batch) == pytest.approx(
+            module.flops_per_batch({k: v[:1] for k, v in batch.items()})
+        )
+        none = {**batch, "meta": [{"objects": [{}, {}]}] * 2}  # no clip within the limit: the same graph,
+        assert module.step_batch(none) is none  # nothing in the loss
+        assert float(module.compute_loss(none)["tokens_video"]) == 0
         assert module._image_loss_mask({**batch, "meta": [{}, {}]}, 2).all()  # no objects key: counted
         mp.setattr(type(module), "global_step", property(lambda self: 2))  # after the warm-up: every clip
         assert module._image_loss_mask(batch, 2).all()
     assert _module(image_first_steps=2).train()._image_loss_mask(batch, 2).all()  # None: every clip
     with pytest.raises(ValueError, match="image_first_max_objects"):
         _module(image_first_max_objects=0)
+
+
+def test_image_warm_up_has_its_own_caption_dropout():
+    """``image_first_caption_dropout`` replaces the curriculum's during the warm-up only."""
+    drop_all = {"mode_probs": {"t2av": 1.0}, "caption_dropout": 1.0}
+    module = _module(image_first_steps=2, image_first_caption_dropout=0.0, curriculum=drop_all).train()
+    seen = []
+
+    def spy(*args, drop_text=None, **kw):
+        seen.append(drop_text.tolist())
+        return real(*args, drop_text=drop_text, **kw)
+
+    real = module.dit.forward
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module.dit, "forward", spy)
+        for step in (0, 1, 2):  # two warm-up image steps, then a video step
+            mp.setattr(type(module), "global_step", property(lambda self, s=step: s))
+            module.compute_loss(_batch())
+    assert seen[0] == seen[1] == [False, False]  # the warm-up keeps every caption
+    assert seen[2] == [True, True]  # the curriculum's dropout after it
+    with pytest.MonkeyPatch.context() as mp:  # None: the curriculum's dropout in the warm-up too
+        plain = _module(image_first_steps=2, curriculum=drop_all).train()
+        real = plain.dit.forward
+        mp.setattr(plain.dit, "forward", spy)
+        mp.setattr(type(plain), "global_step", property(lambda self: 0))
+        plain.compute_loss(_batch())
+    assert seen[3] == [True, True]
+    with pytest.raises(ValueError, match="image_first_caption_dropout"):
+        _module(image_first_caption_dropout=1.5)
 
 
 def test_video_steps_can_take_part_of_the_batch_that_image_steps_take_whole():
@@ -190,6 +229,18 @@ def test_text_align_adds_its_weighted_loss_and_trains_the_text_encoder_only():
     total = on.training_step(batch, 0)
     align = on.text_align_loss(batch)
     assert float(total) == pytest.approx(float(base) + 0.5 * float(align), rel=1e-5)
+    # the pairs are the clips the step trained on: a video step on the first two clips aligns those two
+    torch.manual_seed(0)
+    part = _module(text_align={"weight": 0.5}, video_batch_size=2)
+    first_two = {k: v[:2] for k, v in batch.items()}
+    torch.manual_seed(1)
+    base2 = part.compute_loss(first_two)["loss"]
+    torch.manual_seed(1)
+    total2 = part.training_step(batch, 0)
+    assert float(total2) == pytest.approx(
+        float(base2) + 0.5 * float(part.text_align_loss(first_two)), rel=1e-5
+    )
+    assert float(part.text_align_loss(first_two)) != pytest.approx(float(part.text_align_loss(batch)))
     align.backward()
     assert on.text_encoder.token_embed.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in on.dit.parameters())

@@ -20,6 +20,22 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert values[110] == pytest.approx(0.1) and values[129] == pytest.approx(0.1)
 
 
+def test_schedule_holds_the_peak_until_hold_steps_then_decays_over_the_rest():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, hold_steps=60, total_steps=110, min_lr_ratio=0.1)
+    values = [warmup_cosine(s, cfg) for s in range(130)]
+    assert values[0] < values[9] <= 1.0
+    assert values[10:61] == pytest.approx([1.0] * 51)
+    assert values[61] < 1.0 and values[85] == pytest.approx(0.55)  # the cosine's midpoint, 25 steps after 60
+    assert all(a >= b for a, b in zip(values[60:110], values[61:111]))
+    assert values[110] == pytest.approx(0.1) and values[129] == pytest.approx(0.1)
+    # a hold shorter than the LR warm-up changes nothing
+    short = OptimConfig(lr=1.0, warmup_steps=10, hold_steps=5, total_steps=110, min_lr_ratio=0.1)
+    plain = OptimConfig(lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert [warmup_cosine(s, short) for s in range(130)] == [warmup_cosine(s, plain) for s in range(130)]
+    with pytest.raises(ValueError, match="hold_steps"):
+        OptimConfig(hold_steps=-1)
+
+
 def test_no_weight_decay_on_norms_and_biases():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     opt = build_optimizer(list(model.named_parameters()), OptimConfig(weight_decay=0.1))["optimizer"]
