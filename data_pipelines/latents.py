@@ -58,6 +58,7 @@ from data_pipelines.av_samples import collate_av, decode_av_sample
 from data_pipelines.buckets import BucketSpec
 from data_pipelines.caption_forms import CaptionMix
 from data_pipelines.datamodules import StreamingDataModule
+from data_pipelines.mirror import MIRROR_SUFFIX, mirror_meta, swap_sides
 from data_pipelines.sample_errors import Filtered, SampleError
 from data_pipelines.shard_reader import expand_urls, read_shard
 from data_pipelines.shard_stream import SkipLog
@@ -263,13 +264,21 @@ def encode_shards(
     rank: int | None = None,
     world_size: int | None = None,
     seed: int = 0,
+    mirror: bool = False,
 ) -> dict:
     """Encode ``shards`` into latent shards under ``out_dir``; returns this rank's report.
 
     ``buckets``: ``{resolution: [num_frames, ...]}`` (each ``1 + k * temporal_compression``; the most frames
     that fit are used). Video ``(B, 3, T, H, W)`` -> ``video_latent (C, t, h, w)`` per sample, audio
     ``(B, 1, S)`` -> ``audio_latent (C, L)``. The modules are used in eval mode on ``device``.
+
+    ``mirror``: also write each clip's left/right mirror image right after it (key ``<key>_mirror``): the
+    flipped video through the VAE, the same (mono) audio latent, the captions and metadata with left and right
+    swapped (:mod:`data_pipelines.mirror`); twice the samples for one more video encode per batch. Not with a
+    frozen text encoder (its stored embeddings are of the unswapped captions).
     """
+    if mirror and text_encoder is not None and not getattr(text_encoder, "trainable", False):
+        raise ValueError("encode_shards: mirror=True with a frozen text encoder is not supported")
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}")
     if dtype not in _NP_DTYPES:
@@ -326,6 +335,7 @@ def encode_shards(
         "mode": mode,
         "normalized": normalize,
         "text_embeddings": store_text,
+        "mirrored": bool(mirror),
         "shards": {},
     }
     bar = tqdm(total=len(todo), desc=f"latents[rank {rank}]", unit="shard")
@@ -333,7 +343,7 @@ def encode_shards(
         if kind == "done":
             write_shard(out / names[url], pending.pop(url, []))
             report["shards_written"] += 1
-            report["samples_written"] += payload["samples"]
+            report["samples_written"] += payload["samples"] * (2 if mirror else 1)
             report["filtered"] += payload["filtered"]
             report["skipped"].update(payload["skipped"])
             room = MAX_LISTED_LOSSES - len(report["losses"])
@@ -348,6 +358,7 @@ def encode_shards(
         zv = _latents(video_vae, video, mode, normalize, gen)  # (B, C, t, h, w)
         audio = payload["audio"].to(device)  # (B, 1, S)
         za = None if audio_vae is None else _latents(audio_vae, audio, mode, normalize, gen)  # (B, C, L)
+        zm = _latents(video_vae, video.flip(-1), mode, normalize, gen) if mirror else None  # mirrored twins
         emb, emb_mask = text_encoder.encode(payload["caption"]) if store_text else (None, None)
         for i, meta in enumerate(payload["meta"]):
             latent = {
@@ -376,6 +387,18 @@ def encode_shards(
             ).encode()
             files["txt"] = payload["caption"][i].encode()
             pending[url].append((meta["key"], files))
+            if zm is not None:
+                twin = dict(files, **{"video_latent.npy": _npy(zm[i], np_dtype)})
+                twin["json"] = json.dumps(  # the source's geometry, in its own width's pixels
+                    {
+                        **mirror_meta(source),
+                        "source_key": meta["key"],
+                        "source_url": meta["url"],
+                        "latent": latent,
+                    }
+                ).encode()
+                twin["txt"] = swap_sides(payload["caption"][i]).encode()
+                pending[url].append((meta["key"] + MIRROR_SUFFIX, twin))
     bar.close()
     report["skipped"] = dict(sorted(report["skipped"].items()))
     report["seconds"] = round(time.time() - t_start, 2)
@@ -556,6 +579,7 @@ def run(cfg: DictConfig) -> dict:
         dtype=cfg.dtype,
         device=device,
         seed=cfg.seed,
+        mirror=bool(cfg.get("mirror", False)),
     )
 
 

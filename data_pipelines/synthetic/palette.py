@@ -68,7 +68,9 @@ def sample_background(kind: str, rng: np.random.Generator) -> dict:
 
 
 def background_image(spec: dict, height: int, width: int, floor_top: int) -> np.ndarray:
-    """Draw a backdrop spec as float32 (H, W, 3) in [0, 255]; rows ``floor_top:`` are the floor band."""
+    """Draw a backdrop spec as float32 (H, W, 3) in [0, 255]; rows ``floor_top:`` are the floor band.
+    ``mirrored: true`` in the spec flips its noise left/right (a mirrored clip's backdrop,
+    :mod:`data_pipelines.mirror`)."""
     rgb = np.asarray(spec["rgb"], np.float32)
     image = np.broadcast_to(rgb, (height, width, 3)).copy()
     kind = spec["kind"]
@@ -77,7 +79,8 @@ def background_image(spec: dict, height: int, width: int, floor_top: int) -> np.
         ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]  # (H, 1, 1)
         image = (1.0 - ramp) * rgb + ramp * bottom + np.zeros((1, width, 1), np.float32)
     elif kind == "noise":
-        image += spec["noise_amplitude"] * _smooth_noise(spec["noise_seed"], height, width)[..., None]
+        noise = _smooth_noise(spec["noise_seed"], height, width)
+        image += spec["noise_amplitude"] * (noise[:, ::-1] if spec.get("mirrored") else noise)[..., None]
     elif kind != "plain":
         raise ValueError(f"unknown background kind {kind!r}")
     image[floor_top:] = np.asarray(spec["floor_rgb"], np.float32)

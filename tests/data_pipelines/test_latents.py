@@ -196,6 +196,44 @@ def test_crash_leaves_no_partial_shard_and_rerun_completes(shards, tmp_path):
     assert sorted(_read(tmp_path / "shard-000001.tar")) == ["mute", "short1"]
 
 
+def test_mirror_writes_each_clips_flipped_twin_with_its_sides_swapped(tmp_path):
+    clip = {**_clip(48), "txt": b"A bar on the left moves rightwards."}
+    clip["json"] = json.dumps(
+        {**json.loads(clip["json"]), "start": [{"id": 0, "horizontal": "left"}]}
+    ).encode()
+    shard = _write(tmp_path / "in-000.tar", [("bar", clip)])
+    vae, audio_vae = TinyVideoVAE(), TinyAudioVAE()
+    report = encode_shards(
+        vae, audio_vae, [shard], tmp_path / "out", buckets=BUCKETS, batch_size=2, mirror=True
+    )
+    assert report["samples_written"] == 2 and report["mirrored"]
+    out = _read(tmp_path / "out" / "shard-000000.tar")
+    assert sorted(out) == ["bar", "bar_mirror"]
+    src, twin = out["bar"], out["bar_mirror"]
+    assert src["txt"] == b"A bar on the left moves rightwards."
+    assert twin["txt"] == b"A bar on the right moves leftwards."
+    meta, twin_meta = json.loads(src["json"]), json.loads(twin["json"])
+    assert "mirrored" not in meta and twin_meta["mirrored"] is True
+    assert twin_meta["start"] == [{"id": 0, "horizontal": "right"}] and twin_meta["source_key"] == "bar"
+    assert twin_meta["latent"] == meta["latent"]
+    # the twin's latent is the VAE's latent of the flipped clip (not the source's latent flipped)
+    spec = BucketSpec({"64px": {17: [1.0, 1], 9: [1.0, 1]}})
+    _, item = decode_av_sample(
+        {**clip, "__key__": "bar"}, spec, fps=24.0, sample_rate=SR, train=False, rng=np.random.default_rng(0)
+    )
+    with torch.no_grad():
+        flipped = vae.encode(item["video"][None].flip(-1)).mean[0]
+        source = vae.encode(item["video"][None]).mean[0]
+    np.testing.assert_allclose(np.load(io.BytesIO(twin["video_latent.npy"])), flipped.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.load(io.BytesIO(src["video_latent.npy"])), source.numpy(), atol=1e-5)
+    assert not np.allclose(flipped.numpy(), source.numpy(), atol=1e-3)  # the clip is not symmetric
+    assert twin["audio_latent.npy"] == src["audio_latent.npy"]  # mono sound: the same
+    with pytest.raises(ValueError, match="mirror"):
+        encode_shards(
+            vae, audio_vae, [shard], tmp_path / "o2", buckets=BUCKETS, text_encoder=FrozenText(), mirror=True
+        )
+
+
 def test_latent_datamodule_groups_shapes_and_text_embeddings(shards, tmp_path):
     encode_shards(
         TinyVideoVAE(),
