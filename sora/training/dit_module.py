@@ -31,7 +31,7 @@ from sora.diffusion.flow import (
 )
 from sora.training.optim import OptimConfig, build_optimizer
 from sora.training.parallel import configure_parallelism
-from sora.training.text_align import alignment_loss, load_into
+from sora.training.text_align import alignment_loss, info_nce, load_into, pool, pooled
 
 DEFAULT_FLOW = {
     "logit_mean": 0.0,
@@ -202,6 +202,7 @@ class AVDiTModule(L.LightningModule):
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
         self._trained: dict = {}  # the clips of the last compute_loss (step_batch)
+        self._step_text: tuple[list[str], Tensor, Tensor] | None = None  # and their encoded captions
         self.optim_cfg = OptimConfig(**hp["optim"])
 
     # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
@@ -270,6 +271,12 @@ class AVDiTModule(L.LightningModule):
         emb, mask = self.text_encoder.encode(list(captions))
         return emb.to(self.device), mask.to(self.device)
 
+    def _encode_step_text(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """:meth:`encode_text` of a training step's captions, kept for the step's text_align_loss."""
+        emb, mask = self.encode_text(captions)
+        self._step_text = (list(captions), emb, mask)
+        return emb, mask
+
     def frame_seconds(self, fps: Any, batch_size: int) -> Tensor:
         fps = torch.as_tensor(fps, dtype=torch.float32, device=self.device).reshape(-1)
         fps = fps.expand(batch_size) if fps.numel() == 1 else fps
@@ -324,7 +331,7 @@ class AVDiTModule(L.LightningModule):
         return {k: _take(v, idx) for k, v in batch.items()}
 
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        self._image_step = self.use_image_step()
+        self._image_step, self._step_text = self.use_image_step(), None
         batch = self._trained = self.step_batch(batch)
         zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
         b = zv.shape[0]
@@ -350,7 +357,7 @@ class AVDiTModule(L.LightningModule):
         if za is not None:
             noise_a = torch.randn_like(za)
             xa, t_audio = add_noise(za, noise_a, cond.t_audio), cond.t_audio
-        text, text_mask = self.encode_text(batch["caption"])
+        text, text_mask = self._encode_step_text(batch["caption"])
         pred_v, pred_a = self.dit(
             xv,
             xa,
@@ -383,7 +390,7 @@ class AVDiTModule(L.LightningModule):
         n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
         t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
         noise_v = torch.randn_like(zv)
-        text, text_mask = self.encode_text(batch["caption"])
+        text, text_mask = self._encode_step_text(batch["caption"])
         p_drop = self.curriculum.caption_dropout
         if self.in_image_warm_up() and self.hparams.get("image_first_caption_dropout") is not None:
             p_drop = self.hparams.image_first_caption_dropout
@@ -422,32 +429,48 @@ class AVDiTModule(L.LightningModule):
     def text_align_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
         """(training captions, their partners): each clip's caption and another form of it (``text_align``),
         for the clips that have one."""
+        _, ours, theirs = self._align_pairs(batch)
+        return ours, theirs
+
+    def _align_pairs(self, batch: dict) -> tuple[list[int], list[str], list[str]]:
         form = self.hparams.text_align["form"]
         metas = batch.get("meta") or [{}] * len(batch["caption"])
-        ours, theirs = [], []
-        for caption, meta in zip(batch["caption"], metas, strict=True):
+        index, ours, theirs = [], [], []
+        for i, (caption, meta) in enumerate(zip(batch["caption"], metas, strict=True)):
             if meta.get("caption_form", "txt") == form:
                 other = meta.get("caption_txt")
             else:
                 other = (meta.get("captions") or {}).get(form)
             if isinstance(other, str) and other.strip() and other.strip() != caption:
+                index.append(i)
                 ours.append(caption)
                 theirs.append(other.strip())
-        return ours, theirs
+        return index, ours, theirs
 
-    def text_align_loss(self, batch: dict) -> Tensor | None:
-        """The ``text_align`` InfoNCE on this batch, or None (off, or fewer than 2 clips with a pair)."""
+    def text_align_loss(
+        self, batch: dict, step_text: tuple[list[str], Tensor, Tensor] | None = None
+    ) -> Tensor | None:
+        """The ``text_align`` InfoNCE on this batch, or None (off, or fewer than 2 clips with a pair).
+        ``step_text``: the (captions, encodings, mask) a training step just made of this batch's captions
+        (``training_step`` passes its own): those encodings are used (the same values and graph) and only the
+        partners are encoded again."""
         cfg = self.hparams.text_align
         if float(cfg["weight"]) <= 0:
             return None
-        ours, theirs = self.text_align_pairs(batch)
+        index, ours, theirs = self._align_pairs(batch)
         if len(ours) < 2:
             return None
-        return alignment_loss(self.encode_text, ours, theirs, float(cfg["temperature"]))
+        step = step_text
+        if step is None or step[0] != list(batch["caption"]):
+            return alignment_loss(self.encode_text, ours, theirs, float(cfg["temperature"]))
+        rows = torch.as_tensor(index, device=step[1].device)
+        mine = pool(step[1][rows], step[2][rows])
+        return info_nce(mine, pooled(self.encode_text, theirs), float(cfg["temperature"]))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)
-        align = self.text_align_loss(self._trained)  # on the clips the step trained on
+        align = self.text_align_loss(self._trained, self._step_text)  # on the clips the step trained on
+        self._step_text = None
         if align is not None:
             out["loss_text_align"] = align.detach()
             out["loss"] = out["loss"] + float(self.hparams.text_align["weight"]) * align

@@ -35,11 +35,26 @@ log = logging.getLogger(__name__)
 Encode = Callable[[list[str]], tuple[Tensor, Tensor]]
 
 
-def pooled(encode: Encode, captions: list[str]) -> Tensor:
-    """(B, D) float: the unit-norm mean of each caption's encoded real tokens (padding left out)."""
-    emb, mask = encode(captions)
+def pool(emb: Tensor, mask: Tensor) -> Tensor:
+    """(B, D) float: the unit-norm mean of each row's real tokens (``mask`` True; padding left out)."""
     m = mask[..., None].to(emb.dtype)
     return nn.functional.normalize(((emb * m).sum(1) / m.sum(1).clamp(min=1)).float(), dim=-1)
+
+
+def pooled(encode: Encode, captions: list[str]) -> Tensor:
+    """(B, D) float: :func:`pool` of the captions' encodings."""
+    return pool(*encode(captions))
+
+
+def info_nce(ours: Tensor, theirs: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE between pooled encodings (B, D): row i of each is a pair, every other row of the
+    other a negative."""
+    if ours.shape != theirs.shape or ours.shape[0] < 2:
+        raise ValueError(f"info_nce needs >= 2 pairs, got {tuple(ours.shape)} and {tuple(theirs.shape)}")
+    logits = ours @ theirs.T / temperature
+    target = torch.arange(ours.shape[0], device=logits.device)
+    ce = nn.functional.cross_entropy
+    return 0.5 * (ce(logits, target) + ce(logits.T, target))
 
 
 def alignment_loss(encode: Encode, ours: Sequence[str], theirs: Sequence[str], temperature: float) -> Tensor:
@@ -48,10 +63,7 @@ def alignment_loss(encode: Encode, ours: Sequence[str], theirs: Sequence[str], t
     if len(ours) != len(theirs) or len(ours) < 2:
         raise ValueError(f"alignment_loss needs >= 2 pairs, got {len(ours)} and {len(theirs)} captions")
     z = pooled(encode, [*ours, *theirs])
-    logits = z[: len(ours)] @ z[len(ours) :].T / temperature
-    target = torch.arange(len(ours), device=logits.device)
-    ce = nn.functional.cross_entropy
-    return 0.5 * (ce(logits, target) + ce(logits.T, target))
+    return info_nce(z[: len(ours)], z[len(ours) :], temperature)
 
 
 def caption_pairs(

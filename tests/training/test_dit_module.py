@@ -216,6 +216,37 @@ def test_text_align_loss_is_the_symmetric_infonce_of_pooled_encodings():
     assert float(module.text_align_loss(batch)) > float(expected) + 0.5
 
 
+def test_text_align_reuses_the_steps_caption_encodings_and_encodes_only_the_partners():
+    batch = {k: v[-1:] + v[:-1] if isinstance(v, list) else v for k, v in _align_batch().items()}
+    assert batch["meta"][0] == {}  # the clip without a partner first: the pairs are rows 1..3 of the step's
+    module = _module(text_align={"weight": 0.5}).train()
+    fresh = module.text_align_loss(batch)  # no step yet: every caption encoded here
+    seen = []
+    real = module.encode_text
+
+    def spy(captions):
+        seen.append(list(captions))
+        return real(captions)
+
+    module.encode_text = spy
+    module.compute_loss(batch)
+    assert seen == [batch["caption"]]  # the step encodes its captions once
+    reused = module.text_align_loss(batch, module._step_text)
+    ours, theirs = module.text_align_pairs(batch)
+    assert seen[1:] == [theirs]  # ... and the alignment only the partners
+    assert float(reused) == pytest.approx(float(fresh), rel=1e-5)  # the same rows of the same encoding
+    reused.backward()
+    assert module.text_encoder.token_embed.weight.grad.abs().sum() > 0
+    other = {**batch, "caption": [c + " now" for c in batch["caption"]]}  # not the step's batch: encoded anew
+    module.text_align_loss(other, module._step_text)
+    assert seen[-1] == [*[c + " now" for c in ours], *theirs]
+    module.text_align_loss(batch)  # no step's encodings given: all anew
+    assert seen[-1] == [*ours, *theirs]
+    seen.clear()
+    module.training_step(batch, 0)  # the training step passes its own
+    assert seen == [batch["caption"], theirs] and module._step_text is None
+
+
 def test_text_align_adds_its_weighted_loss_and_trains_the_text_encoder_only():
     batch = _align_batch()
     torch.manual_seed(0)
