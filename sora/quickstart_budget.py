@@ -268,9 +268,19 @@ def apply_stage_plan(
     1.35x the calibrated time on a machine busy with other jobs). The run then ends before its last steps,
     its learning rate not fully decayed; the checkpoint is written as at any end of training. The quickstart
     caps the DiT only: the VAE stages measure their latent statistics in their final validation.
-    ``deadline_s`` (:func:`remaining_seconds`): a tighter cap when less time is left (never below 60 s)."""
-    steps, scale = int(stage["steps"]), stage["steps"] / stage["fixed_steps"]
-    changed = {"trainer.max_steps": steps}
+    ``deadline_s`` (:func:`remaining_seconds`): when less time is left than the stage's planned minutes (an
+    earlier stage overran, or the machine got slower), the steps are planned again for that time (``steps``
+    times deadline / planned seconds), and so are the step-counted schedules with them: a time cap alone would
+    cut the run's last steps, which for the DiT are its video steps after the text-to-image warm-up (measured:
+    VAE stages slowed by another job left a DiT 48 of its ~280 video steps, and the audio 10 dB too quiet).
+    The cap is then at most the deadline (never below 60 s)."""
+    steps = int(stage["steps"])
+    changed: dict[str, int] = {}
+    if cap_time and deadline_s is not None and deadline_s < float(stage["minutes"]) * 60.0:
+        steps = max(1, math.floor(steps * max(0.0, deadline_s) / (float(stage["minutes"]) * 60.0)))
+        changed["replanned_from_steps"] = int(stage["steps"])
+    scale = steps / stage["fixed_steps"]
+    changed["trainer.max_steps"] = steps
     with open_dict(cfg):
         cfg.trainer.max_steps = steps
         if cap_time:

@@ -130,14 +130,20 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     # underestimated its steps cannot overrun the budget): 690 s
     assert planned.trainer.max_time == "00:00:11:30"
     # less left in the budget than that (a slow VAE stage, an overrun): the cap is what is left, >= 60 s
+    # ... and its steps are planned again for that time, with the step-counted schedules (the image
+    # warm-up, the LR's hold and warm-up), so the video steps after the warm-up keep their share
     late = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=500.7)
-    assert late.trainer.max_time == "00:00:08:20" and late.trainer.max_steps == cfg.steps.dit // 2
+    assert late.trainer.max_time == "00:00:08:20"
+    again = math.floor(cfg.steps.dit // 2 * 500.7 / 600)
+    assert late.trainer.max_steps == again == late.module.optim.total_steps
+    assert late.module.image_first_steps == round(first * again / cfg.steps.dit)
+    assert late.module.optim.hold_steps == round(first * again / cfg.steps.dit)
+    assert late.module.optim.warmup_steps == round(100 * again / cfg.steps.dit)
     assert stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=3.0).trainer.max_time == (
         "00:00:01:00"
     )
-    assert stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=1e4).trainer.max_time == (
-        "00:00:11:30"
-    )
+    roomy = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=1e4)
+    assert roomy.trainer.max_time == "00:00:11:30" and roomy.trainer.max_steps == cfg.steps.dit // 2
     assert planned.trainer.max_steps == cfg.steps.dit // 2
     assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
     assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
