@@ -177,6 +177,13 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
 
                 deadline = remaining_seconds(plan, time.perf_counter() - t_start)
             train_cfg = stage_config(cfg, name, paths, plan, deadline_s=deadline)
+            planned = int(plan["stages"][name]["steps"]) if plan is not None else None
+            if planned is not None and train_cfg.trainer.max_steps < planned:
+                say(
+                    f"{name}: {deadline / 60:.1f} min left for it of the planned "
+                    f"{plan['stages'][name]['minutes']:.1f}: {planned} steps planned again as "
+                    f"{train_cfg.trainer.max_steps}, the warm-ups and schedules with them"
+                )
             say(f"{name}: {train_cfg.trainer.max_steps} steps (progress lines also in {out / LOG_FILE})")
             train(train_cfg)
             (paths[name] / "DONE").write_text("ok")
@@ -187,15 +194,7 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
         video, _ = load_network_from_checkpoint(vae_video / "checkpoints" / "last.ckpt", "vae")
         audio, _ = load_network_from_checkpoint(vae_audio / "checkpoints" / "last.ckpt", "vae")
         with heartbeat(say, "latents", _count(latents, "shard-*.tar", len(list(world.glob("shard-*.tar"))))):
-            encode_shards(
-                video,
-                audio,
-                str(world / "shard-*.tar"),
-                latents,
-                buckets={"64px": [cfg.num_frames]},
-                batch_size=8,
-                num_workers=min(1, cfg.num_workers),
-            )
+            encode_shards(video, audio, str(world / "shard-*.tar"), latents, **latents_options(cfg))
         (latents / "DONE").write_text("ok")
 
     stages.run("world", world / "DONE", world_stage)
@@ -243,6 +242,17 @@ TEXT_ENCODER_FILE = "text_encoder.pt"
 
 def text_pretrain_steps(cfg: DictConfig) -> int:
     return int((cfg.get("text_pretrain") or {}).get("steps", 0) or 0)
+
+
+def latents_options(cfg: DictConfig) -> dict:
+    """``encode_shards`` options of the latents stage: the DiT's window, and mirrored twins of every clip
+    when ``latents_mirror`` (:mod:`data_pipelines.mirror`)."""
+    return {
+        "buckets": {"64px": [int(cfg.num_frames)]},
+        "batch_size": 8,
+        "num_workers": min(1, int(cfg.num_workers)),
+        "mirror": bool(cfg.get("latents_mirror", False)),
+    }
 
 
 def pretrain_text(cfg: DictConfig, paths: dict[str, Path], say: Say) -> Path | None:

@@ -27,8 +27,11 @@ def test_quickstart_end_to_end(tmp_path):
         "sample_steps=2",
         "train_logger=csv",
         "budget_min=null",  # the fixed steps above (tests/test_quickstart_budget.py covers the budget)
+        "latents_mirror=true",  # the DiT (and the text stage) on mirrored twins too
     ]
     summary = run(compose("quickstart", overrides))
+    report = json.loads((tmp_path / "latents" / "latents_report.json").read_text())
+    assert report["mirrored"] and report["samples_written"] == 2 * 16
     for path in [
         "world/preview.png",
         "vae_video/checkpoints/last.ckpt",
@@ -144,7 +147,7 @@ def test_quickstart_runs_from_another_directory_without_the_repository_on_the_pa
 
 
 def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(tmp_path):
-    from sora.quickstart import eval_config, stage_config
+    from sora.quickstart import eval_config, latents_options, stage_config
 
     cfg = compose("quickstart", [f"out_dir={tmp_path}", "num_frames=13"])
     names = ("world", "world_val", "vae_video", "vae_audio", "latents", "dit")
@@ -153,6 +156,14 @@ def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(
     assert dit.module.sampling.num_frames == 13  # the DiT generates the window it trained on
     assert dict(dit.data.caption_keys) == {"txt": 0.5, "short": 0.5}
     assert dit.module.text_align.weight > 0 and cfg.text_pretrain.steps > 0  # dense captions need both
+    # the image warm-up in the conditions that bind left/right: single-object clips (~half of a batch twice
+    # the video steps'), every caption, the LR held through it
+    assert dit.module.image_first_max_objects == 1 and dit.module.image_first_caption_dropout == 0
+    assert dit.module.optim.hold_steps == dit.module.image_first_steps > 0
+    assert dit.data.batch_size == 2 * dit.module.video_batch_size
+    assert latents_options(cfg)["mirror"] is False and latents_options(cfg)["buckets"] == {"64px": [13]}
+    mirrored = compose("quickstart", [f"out_dir={tmp_path}", "latents_mirror=true"])
+    assert latents_options(mirrored)["mirror"] is True
     dense_cfg = compose("quickstart", [f"out_dir={tmp_path}", "caption_keys=null"])
     dense = stage_config(dense_cfg, "dit", paths, None)
     assert dense.data.caption_keys is None
