@@ -161,6 +161,7 @@ def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(
     assert dit.module.image_first_max_objects == 1 and dit.module.image_first_caption_dropout == 0
     assert dit.module.optim.hold_steps == dit.module.image_first_steps > 0
     assert dit.data.batch_size == 2 * dit.module.video_batch_size
+    assert dit.data.resampled  # no epoch restarts every 16 batches (their worker forks cost ~0.25 s a step)
     assert latents_options(cfg)["mirror"] is False and latents_options(cfg)["buckets"] == {"64px": [13]}
     mirrored = compose("quickstart", [f"out_dir={tmp_path}", "latents_mirror=true"])
     assert latents_options(mirrored)["mirror"] is True
