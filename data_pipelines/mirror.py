@@ -105,14 +105,13 @@ def mirror_meta(meta: dict, width: float | None = None) -> dict:
                 track["angle"] = [-float(v) for v in track["angle"]]
             if "bbox" in track:  # [x0, y0, x1, y1] per frame: the mirrored box's left edge is the old right's
                 track["bbox"] = [[mirror_x(b[2], w), b[1], mirror_x(b[0], w), b[3]] for b in track["bbox"]]
-        background = out.get("background")
-        if isinstance(background, dict) and background.get("kind") == "noise":  # the only asymmetric backdrop
-            background["mirrored"] = not bool(background.get("mirrored", False))
-            if not background["mirrored"]:
-                del background["mirrored"]
         scene = out.get("scene")
         if isinstance(scene, dict) and "wall_left_x" in scene and "wall_right_x" in scene:
             left, right = scene["wall_left_x"], scene["wall_right_x"]
             scene["wall_left_x"], scene["wall_right_x"] = mirror_x(right, w), mirror_x(left, w)
+    background = out.get("background")
+    if isinstance(background, dict) and background.get("kind") == "noise":  # the only asymmetric backdrop
+        if background.pop("mirrored", False) is False:
+            background["mirrored"] = True
     out["mirrored"] = not bool(meta.get("mirrored", False))
     return out

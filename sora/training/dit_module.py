@@ -54,12 +54,13 @@ def _frozen(net: nn.Module) -> nn.Module:
     return net
 
 
-def _take(value: Any, idx: list[int]) -> Any:
-    """The items ``idx`` of a batch entry (tensors, lists, tuples); anything else as it is."""
+def _take(value: Any, idx: list[int] | slice) -> Any:
+    """The items ``idx`` (indices or a slice) of a batch entry (tensors, lists, tuples); anything else as it
+    is."""
     if isinstance(value, Tensor) and value.ndim > 0:
-        return value[torch.as_tensor(idx, device=value.device)]
+        return value[idx if isinstance(idx, slice) else torch.as_tensor(idx, device=value.device)]
     if isinstance(value, list | tuple):
-        return [value[i] for i in idx]
+        return value[idx] if isinstance(idx, slice) else [value[i] for i in idx]
     return value
 
 
@@ -201,8 +202,7 @@ class AVDiTModule(L.LightningModule):
             )
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
-        self._trained: dict = {}  # the clips of the last compute_loss (step_batch)
-        self._step_text: tuple[list[str], Tensor, Tensor] | None = None  # and their encoded captions
+        self._step_text: tuple[list[str], Tensor, Tensor] | None = None  # the last step's encoded captions
         self.optim_cfg = OptimConfig(**hp["optim"])
 
     # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
@@ -312,7 +312,7 @@ class AVDiTModule(L.LightningModule):
         n = self.hparams.get("video_batch_size")
         if n is None or len(batch["caption"]) <= n:
             return batch
-        return {k: v[:n] if isinstance(v, Tensor | list | tuple) else v for k, v in batch.items()}
+        return {k: _take(v, slice(0, n)) for k, v in batch.items()}
 
     def in_image_warm_up(self) -> bool:
         """Whether this is one of the first ``image_first_steps`` training steps (all text-to-image)."""
@@ -332,7 +332,7 @@ class AVDiTModule(L.LightningModule):
 
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
         self._image_step, self._step_text = self.use_image_step(), None
-        batch = self._trained = self.step_batch(batch)
+        batch = self.step_batch(batch)
         zv, za = self.encode_batch(batch)  # (B, C, T, H, W), (B, C, L)
         b = zv.shape[0]
         if self._image_step:
@@ -469,7 +469,7 @@ class AVDiTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.compute_loss(batch)
-        align = self.text_align_loss(self._trained, self._step_text)  # on the clips the step trained on
+        align = self.text_align_loss(self.step_batch(batch), self._step_text)  # the clips the step trained on
         self._step_text = None
         if align is not None:
             out["loss_text_align"] = align.detach()
