@@ -409,3 +409,53 @@ def test_progress_log_writes_at_the_first_step_every_interval_and_at_the_end(cap
     assert "Linear: step 10/10" in caplog.text
     with pytest.raises(ValueError, match="every_s must be > 0"):
         ProgressLog(every_s=0)
+
+
+class _TwoKinds:
+    """A module whose first ``warm`` steps are image steps and the others video steps."""
+
+    def __init__(self, warm: int, image_prob: float = 0.0) -> None:
+        self.warm, self.image_prob, self._image_step = warm, image_prob, False
+
+    def expected_image_steps(self, start: int, end: int) -> float:
+        warm = max(0, min(end, self.warm) - start)
+        return warm + self.image_prob * max(0, end - max(start, self.warm))
+
+
+def test_progress_log_times_image_and_video_steps_apart():
+    """During a warm-up of cheap image steps the time to go is theirs plus a count of the untimed video
+    steps (not the image rate times every step left); once both kinds are timed, each kind's own rate."""
+    from types import SimpleNamespace
+
+    from sora.training.progress import ProgressLog
+
+    now, module = [0.0], _TwoKinds(warm=6)
+    cb = ProgressLog(every_s=1.0, clock=lambda: now[0])
+    trainer = SimpleNamespace(global_step=0, max_steps=10, callback_metrics={})
+    cb.on_train_start(trainer, module)
+    lines = {}
+    for step in range(1, 11):
+        module._image_step = step <= 6  # the step just taken (global step step - 1)
+        now[0] += 1.0 if module._image_step else 4.0
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module)
+        lines[step] = cb.lines[-1]
+    # step 2 done: 4 image steps (1 s) left, then 4 video steps never timed
+    assert lines[2].endswith("about 0.1 min to go for the 4 image steps, then 4 video steps (not timed yet)")
+    assert lines[6].endswith("about 0.0 min to go for the nothing, then 4 video steps (not timed yet)")
+    # step 7 done: 3 video steps left at their own 4 s each (the overall rate, 10/7 s, would say 0.07 min)
+    assert lines[7].endswith("about 0.2 min to go")
+    assert lines[8].endswith(f"about {2 * 4 / 60:.1f} min to go")
+
+
+def test_dit_expected_image_steps_counts_the_warm_up_and_image_prob():
+    from types import SimpleNamespace
+
+    from sora.training.dit_module import AVDiTModule
+
+    module = SimpleNamespace(hparams={"image_first_steps": 100, "image_prob": 0.1})
+    count = AVDiTModule.expected_image_steps
+    assert count(module, 0, 100) == 100
+    assert count(module, 50, 300) == pytest.approx(50 + 0.1 * 200)
+    assert count(module, 150, 250) == pytest.approx(10)
+    assert count(SimpleNamespace(hparams={}), 0, 40) == 0

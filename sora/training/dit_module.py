@@ -314,6 +314,14 @@ class AVDiTModule(L.LightningModule):
             return batch
         return {k: _take(v, slice(0, n)) for k, v in batch.items()}
 
+    def expected_image_steps(self, start: int, end: int) -> float:
+        """How many of the training steps ``start .. end - 1`` are expected to be text-to-image steps: those
+        of the warm-up (``image_first_steps``) and ``image_prob`` of the others (the progress log's time to
+        go: image steps cost a fraction of video steps)."""
+        first = self.hparams.get("image_first_steps", 0)
+        warm = max(0, min(end, first) - start)
+        return warm + self.hparams.get("image_prob", 0.0) * max(0, end - max(start, first))
+
     def in_image_warm_up(self) -> bool:
         """Whether this is one of the first ``image_first_steps`` training steps (all text-to-image)."""
         return self.training and self.global_step < self.hparams.get("image_first_steps", 0)

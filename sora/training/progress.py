@@ -23,23 +23,34 @@ log = logging.getLogger(__name__)
 
 class ProgressLog(L.Callback):
     """Logs ``step i/N (p%), loss, s/step, about m min to go`` every ``every_s`` seconds, at the first step
-    and at the last one. ``clock`` is for tests."""
+    and at the last one. ``clock`` is for tests.
+
+    A module whose steps come in two kinds of different cost (the DiT's text-to-image and video steps: its
+    ``_image_step`` flag after each step) and that says how many of the steps left are image steps
+    (``expected_image_steps(start, end)``) gets the time to go from each kind's own mean step time; while one
+    kind has steps left but none timed yet (the video steps during the DiT's warm-up), the line gives the
+    time of the kind it has timed and the count of the other: ``about m min to go for the 500 image steps,
+    then 300 video steps (not timed yet)``."""
 
     def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.perf_counter) -> None:
         if every_s <= 0:
             raise ValueError(f"progress_log.every_s must be > 0, got {every_s}")
         self.every_s, self.clock = every_s, clock
         self._start: tuple[float, int] | None = None
-        self._last = 0.0
+        self._last = self._prev = 0.0
+        self._kinds = {True: [0.0, 0], False: [0.0, 0]}  # image step?: [seconds, steps]
         self.lines: list[str] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._last = (self.clock(), trainer.global_step), self.clock()
+        self._prev = self._last
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._start is None:
             return
         now, step, total = self.clock(), trainer.global_step, trainer.max_steps
+        kind = self._kinds[bool(getattr(pl_module, "_image_step", False))]
+        kind[0], kind[1], self._prev = kind[0] + now - self._prev, kind[1] + 1, now
         t0, step0 = self._start
         first, last = step == step0 + 1, total > 0 and step >= total
         if not (first or last or now - self._last >= self.every_s):
@@ -52,10 +63,27 @@ class ProgressLog(L.Callback):
             parts.append(f"loss {float(loss):.4f}")
         parts.append(f"{rate:.3f} s/step")
         if total > 0:
-            parts.append(f"about {max(0, total - step) * rate / 60:.1f} min to go")
+            parts.append(self._to_go(pl_module, step, total, rate))
         line = ", ".join(parts)
         self.lines.append(line)
         log.info("%s: %s", type(pl_module).__name__, line)
+
+    def _to_go(self, pl_module: L.LightningModule, step: int, total: int, rate: float) -> str:
+        left = max(0, total - step)
+        split = getattr(pl_module, "expected_image_steps", None)
+        if split is None:
+            return f"about {left * rate / 60:.1f} min to go"
+        image = min(left, max(0, round(split(step, total))))
+        counts = {True: image, False: left - image}
+        timed = {k: s / n for k, (s, n) in self._kinds.items() if n}
+        seconds = sum(counts[k] * timed[k] for k in timed)
+        untimed = [k for k in (True, False) if counts[k] and k not in timed]
+        if not untimed:
+            return f"about {seconds / 60:.1f} min to go"
+        name = {True: "image", False: "video"}
+        done = " and ".join(f"{counts[k]} {name[k]} steps" for k in timed if counts[k]) or "nothing"
+        rest = " and ".join(f"{counts[k]} {name[k]} steps" for k in untimed)
+        return f"about {seconds / 60:.1f} min to go for the {done}, then {rest} (not timed yet)"
 
 
 class StepTimes(L.Callback):
