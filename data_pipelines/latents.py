@@ -16,10 +16,12 @@ default (``mode=sample`` stores one reparameterised sample; ``normalize=True`` a
 ``normalize_latents``, but the DiT module whitens cached latents itself when it holds the VAE, so raw is the
 default; the json says which); ``text_emb.npy`` ``(N, D)`` + ``text_mask.npy`` ``(N,)`` only when a
 FROZEN text encoder (``trainable = False``) is given, since the default word encoder trains with the DiT (then
-only the caption is stored); the original json (plus ``latent: {...}``) and ``txt``. Clips are decoded like
-validation batches of :class:`~data_pipelines.dataset.VideoDataModule`: the first window of the most frames in
-``buckets`` that fits, centre crop, audio ``[t0, t0 + T / fps)`` at 16 kHz mono (zeros and
-``has_audio = false`` without a track).
+only the caption is stored), with the encoder's ``fingerprint()`` as ``latent.text_encoder`` (the DiT's step
+uses them instead of running its encoder only when its own encoder has that fingerprint); the original json
+(plus ``latent: {...}``) and ``txt``. Clips are decoded like validation batches of
+:class:`~data_pipelines.dataset.VideoDataModule`: the first window of the most frames in ``buckets`` that
+fits, centre crop, audio ``[t0, t0 + T / fps)`` at 16 kHz mono (zeros and ``has_audio = false`` without a
+track).
 
 Resumable, atomic and byte-reproducible: shards are written by :mod:`data_pipelines.shard_writer`
 (``*.tar.tmp`` renamed when complete, no timestamps: encoding the same shards twice gives the same bytes);
@@ -307,6 +309,7 @@ def encode_shards(
     mine = urls[rank::world_size]
     todo = [u for u in mine if not (out / names[u]).exists()]
     store_text = text_encoder is not None and not getattr(text_encoder, "trainable", False)
+    text_id = text_encoder.fingerprint() if store_text and hasattr(text_encoder, "fingerprint") else None
     if text_encoder is not None and not store_text:
         log.info("latents: the text encoder is trainable; storing captions only")
     for m in (video_vae, audio_vae, text_encoder):
@@ -335,6 +338,7 @@ def encode_shards(
         "mode": mode,
         "normalized": normalize,
         "text_embeddings": store_text,
+        "text_encoder": text_id,
         "mirrored": bool(mirror),
         "shards": {},
     }
@@ -375,6 +379,8 @@ def encode_shards(
                 "video_shape": list(zv.shape[1:]),
                 "audio_shape": None if za is None else list(za.shape[1:]),
             }
+            if store_text:  # which encoder made text_emb.npy (the DiT uses it only if its own is the same)
+                latent["text_encoder"] = text_id
             files = {"video_latent.npy": _npy(zv[i], np_dtype)}
             if za is not None:
                 files["audio_latent.npy"] = _npy(za[i], np_dtype)

@@ -7,6 +7,8 @@ bytes) and `WordTextEncoder` (hashed words) are small transformers trained with 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import zlib
 from abc import ABC, abstractmethod
@@ -55,6 +57,13 @@ class TextEncoder(nn.Module, ABC):
     def forward(self, captions: list[str]) -> tuple[Tensor, Tensor]:
         """Same as `encode`."""
         return self.encode(captions)
+
+    def fingerprint(self) -> str | None:
+        """An id of what this encoder computes (its weights and settings). ``data_pipelines.latents`` stores
+        it beside the text embeddings it precomputes with a frozen encoder, and the DiT's training step uses
+        those only when its own encoder has the same id. None: no stable id (a trainable encoder changes as
+        it trains), so stored embeddings are never taken for its own."""
+        return None
 
 
 POS_EMBED_STD = 0.2
@@ -268,6 +277,27 @@ class HFTextEncoder(TextEncoder):
         self.cache_size, self.cache_device = cache_size, torch.device(cache_device)
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """``<model_type>-<16 hex>``: a hash of the model's config (without its path and the transformers
+        version), ``max_length``, the weights' dtype and checksums of the input embedding matrix (two
+        fine-tunes of one architecture differ there). Computed once."""
+        if self._fingerprint is None:
+            config = self.model.config.to_dict()
+            for key in ("_name_or_path", "transformers_version"):
+                config.pop(key, None)
+            weight = self.model.get_input_embeddings().weight.detach().double()
+            steps = torch.arange(weight.shape[0], dtype=torch.float64, device=weight.device)
+            what = {
+                "config": config,
+                "max_length": self.max_length,
+                "dtype": str(self.model.dtype),
+                "weights": [f"{float(weight.sum()):.9e}", f"{float(steps @ weight.abs().sum(1)):.9e}"],
+            }
+            digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+            self._fingerprint = f"{config.get('model_type', 'hf')}-{digest[:16]}"
+        return self._fingerprint
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's private signature
         super()._apply(fn, recurse)

@@ -13,6 +13,7 @@ needed to generate clips; they are excluded from the optimizer and from EMA.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -32,6 +33,8 @@ from sora.diffusion.flow import (
 from sora.training.optim import OptimConfig, build_optimizer
 from sora.training.parallel import configure_parallelism
 from sora.training.text_align import alignment_loss, info_nce, load_into, pool, pooled
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FLOW = {
     "logit_mean": 0.0,
@@ -203,6 +206,7 @@ class AVDiTModule(L.LightningModule):
         self.curriculum = ConditioningCurriculum(**hp["curriculum"])
         self._image_step = False
         self._step_text: tuple[list[str], Tensor, Tensor] | None = None  # the last step's encoded captions
+        self._stored_text_warned = False
         self.optim_cfg = OptimConfig(**hp["optim"])
 
     # ---- what the callbacks and the pipeline ask for -------------------------------------------------------
@@ -225,7 +229,10 @@ class AVDiTModule(L.LightningModule):
         zv, za = self._latent_shapes(batch)
         if self._image_step:  # the last step trained on first frames only (image_prob)
             zv, za = (*zv[:2], 1, *zv[3:]), (*za[:2], 1) if za is not None else None
-        n_text = self.text_encoder.num_tokens(list(batch["caption"]))  # padded length, as in encode
+        stored = self.stored_text(batch)
+        n_text = (  # padded length, as in encode
+            stored[0].shape[1] if stored is not None else self.text_encoder.num_tokens(list(batch["caption"]))
+        )
         return float(self.dit.estimate_flops(zv, za, num_text_tokens=n_text, training=True))
 
     def configure_model(self) -> None:
@@ -271,11 +278,36 @@ class AVDiTModule(L.LightningModule):
         emb, mask = self.text_encoder.encode(list(captions))
         return emb.to(self.device), mask.to(self.device)
 
-    def _encode_step_text(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        """:meth:`encode_text` of a training step's captions, kept for the step's text_align_loss."""
-        emb, mask = self.encode_text(captions)
-        self._step_text = (list(captions), emb, mask)
+    def _encode_step_text(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """A training step's caption encodings, kept for the step's text_align_loss: the batch's stored ones
+        (:meth:`stored_text`) or :meth:`encode_text` of its captions."""
+        captions = list(batch["caption"])
+        stored = self.stored_text(batch)
+        emb, mask = stored if stored is not None else self.encode_text(captions)
+        self._step_text = (captions, emb, mask)
         return emb, mask
+
+    def stored_text(self, batch: dict) -> tuple[Tensor, Tensor] | None:
+        """The text embeddings a latent batch carries (``text_emb``, ``text_mask``: the latents were made with
+        a frozen text encoder), when every clip's were made by an encoder with this module's encoder's
+        :meth:`~sora.models.text.TextEncoder.fingerprint`: then the step skips the encoder. Otherwise None
+        (the captions are encoded), with a warning, once, that says why."""
+        if "text_emb" not in batch:
+            return None
+        mine = None if getattr(self.text_encoder, "trainable", False) else self.text_encoder.fingerprint()
+        theirs = {(m.get("latent") or {}).get("text_encoder") for m in batch.get("meta") or [{}]}
+        if mine is not None and theirs == {mine}:
+            return batch["text_emb"].to(self.device), batch["text_mask"].to(self.device).bool()
+        if not self._stored_text_warned:
+            self._stored_text_warned = True
+            why = (
+                "this run's text encoder trains with the DiT"
+                if getattr(self.text_encoder, "trainable", False)
+                else f"they were made by text encoder {sorted(str(t or 'unknown') for t in theirs)}, this "
+                f"run's is {mine or 'one without a fingerprint'}"
+            )
+            log.warning("the latents' stored text embeddings are not used (%s): encoding the captions", why)
+        return None
 
     def frame_seconds(self, fps: Any, batch_size: int) -> Tensor:
         fps = torch.as_tensor(fps, dtype=torch.float32, device=self.device).reshape(-1)
@@ -365,7 +397,7 @@ class AVDiTModule(L.LightningModule):
         if za is not None:
             noise_a = torch.randn_like(za)
             xa, t_audio = add_noise(za, noise_a, cond.t_audio), cond.t_audio
-        text, text_mask = self._encode_step_text(batch["caption"])
+        text, text_mask = self._encode_step_text(batch)
         pred_v, pred_a = self.dit(
             xv,
             xa,
@@ -398,7 +430,7 @@ class AVDiTModule(L.LightningModule):
         n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
         t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
         noise_v = torch.randn_like(zv)
-        text, text_mask = self._encode_step_text(batch["caption"])
+        text, text_mask = self._encode_step_text(batch)
         p_drop = self.curriculum.caption_dropout
         if self.in_image_warm_up() and self.hparams.get("image_first_caption_dropout") is not None:
             p_drop = self.hparams.image_first_caption_dropout

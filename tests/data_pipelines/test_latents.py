@@ -71,6 +71,9 @@ class FrozenText(nn.Module):
 
     dim, trainable = 4, False
 
+    def fingerprint(self) -> str:
+        return "bytes-4"
+
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [[1] + list(c.encode()) for c in captions]
         n = max(map(len, rows))
@@ -260,6 +263,7 @@ def test_latent_datamodule_groups_shapes_and_text_embeddings(shards, tmp_path):
         assert batch["audio_latent"].shape == (b, 8, round((4 * t - 3) / 24 * SR) // 640)
         assert batch["text_emb"].shape[:2] == batch["text_mask"].shape and batch["text_mask"][:, 0].all()
         assert batch["fps"].tolist() == [24.0] * b and batch["caption"] == ["a bar"] * b
+        assert {m["latent"]["text_encoder"] for m in batch["meta"]} == {"bytes-4"}  # which encoder made them
         seen += [(m["key"], t, bool(a)) for m, a in zip(batch["meta"], batch["has_audio"])]
     assert sorted(seen) == [
         ("long0", 5, True),

@@ -212,6 +212,79 @@ def test_dit_trains_with_a_local_hf_encoder_from_the_config(tmp_path):
     assert not any(k.startswith("text_encoder.") for k in module.state_dict())  # frozen: not in checkpoints
 
 
+def test_hf_encoder_fingerprint_names_its_weights_and_settings(tmp_path):
+    """Loaded from one folder or a copy elsewhere: one id; other weights or another max_length: another."""
+    import shutil
+
+    import transformers
+
+    _tiny_hf_encoder("t5", tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    model = transformers.T5EncoderModel.from_pretrained(tmp_path / "a")
+    with torch.no_grad():
+        model.get_input_embeddings().weight[5, 0] += 0.01  # a fine-tune that moved one word
+    model.save_pretrained(tmp_path / "b")
+    shutil.copy(tmp_path / "a" / "tokenizer.json", tmp_path / "b")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (tmp_path / "a" / name).exists():
+            shutil.copy(tmp_path / "a" / name, tmp_path / "b")
+    a = HFTextEncoder(str(tmp_path / "a")).fingerprint()
+    assert a.startswith("t5-") and a == HFTextEncoder(str(tmp_path / "copy")).fingerprint()
+    assert HFTextEncoder(str(tmp_path / "b")).fingerprint() != a
+    assert HFTextEncoder(str(tmp_path / "a"), max_length=8).fingerprint() != a
+    assert WordTextEncoder(dim=8).fingerprint() is None  # trains: no stable id
+
+
+def test_dit_step_uses_the_stored_text_embeddings_of_its_own_encoder(tmp_path, caplog):
+    """Latents made with this run's frozen encoder (its fingerprint in every clip's json): the step takes
+    their text_emb and never runs the encoder, for the loss encoding gives; another encoder's embeddings
+    are not used (the captions are encoded, one warning says why)."""
+    import logging
+
+    from hydra.utils import instantiate
+
+    from sora.config import compose
+
+    _tiny_hf_encoder("t5", tmp_path / "t5")
+    cfg = compose(
+        "train",
+        ["experiment=dit_tiny", "model/text=hf", f"model.text.path={tmp_path / 't5'}", "model.text.dim=16"],
+    )
+    module = instantiate(cfg.module, _recursive_=False)
+    with torch.no_grad():  # off adaLN-zero, so the text changes the loss
+        for p in module.dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    captions = ["a red ball falls", "the blue cube"]
+    emb, mask = module.text_encoder.encode(captions)
+    mine = {"latent": {"text_encoder": module.text_encoder.fingerprint()}}
+    plain = {
+        "video_latent": torch.randn(2, 16, 2, 4, 4),
+        "audio_latent": torch.randn(2, 8, 9),
+        "has_audio": torch.tensor([True, True]),
+        "caption": captions,
+        "fps": torch.full((2,), 24.0),
+    }
+
+    def loss(batch: dict) -> torch.Tensor:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return module.compute_loss(batch)["loss"]
+
+    encoded = loss(plain)
+    calls, encode = [], module.text_encoder.encode
+    module.text_encoder.encode = lambda c: calls.append(list(c)) or encode(c)
+    stored = {**plain, "text_emb": emb, "text_mask": mask, "meta": [mine, mine]}
+    assert torch.allclose(loss(stored), encoded) and calls == []
+    swapped = {**stored, "text_emb": emb.flip(0), "text_mask": mask.flip(0)}
+    assert not torch.allclose(loss(swapped), encoded) and calls == []  # the stored ones are what it used
+    other = {**stored, "meta": [mine, {"latent": {"text_encoder": "t5-0123456789abcdef"}}]}
+    with caplog.at_level(logging.WARNING, logger="sora.training.dit_module"):
+        assert torch.allclose(loss(other), encoded) and calls == [captions]
+        loss(other)
+    assert caplog.text.count("stored text embeddings are not used") == 1
+    assert "t5-0123456789abcdef" in caplog.text
+
+
 def test_hf_encoder_without_transformers_says_how_to_install(monkeypatch):
     import sys
 
