@@ -20,13 +20,19 @@ already picks fp32). The model's math is the same in all. ``no-align``: the new 
 encoder's caption-form alignment loss (``module.text_align``), to show its cost. ``short``: the new loop on
 the short captions (~8 words) instead of the dense ones (~20 words, padded to the batch's longest): the DiT is
 an MM-DiT, its text tokens go through every block beside the 64 of an image step, so this is what the
-caption's length costs.
+caption's length costs. ``epochs``: the new loop reading the latents in epochs (``data.resampled=false``) from
+``--epoch-clips`` clips (the quickstart's 512 by default: the benchmark's shard copied until there are that
+many), where every other configuration streams them resampled as the quickstart does: each epoch restarts the
+loader (its workers forked again, their shuffle buffers refilled), a cost the median step hides and the mean
+step (``mean s/step``: the fit's timed steps over their wall time) shows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -89,6 +95,27 @@ def make_latents(tmp: Path, num_frames: int) -> str:
     return calibration_latents(dit, f"{tmp}/world/shard-*.tar", tmp / "latents", num_frames)
 
 
+def epoch_latents(latents: str, out: Path, clips: int) -> str:
+    """``latents``' shards copied until they hold at least ``clips`` clips: an epoch of that many (a step's
+    time depends on the shapes only; the loader's restarts on the batches per epoch)."""
+    from data_pipelines.shard_reader import expand_urls
+
+    shards = expand_urls(latents)
+    per_copy = sum(_count(s) for s in shards)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(math.ceil(clips / per_copy)):
+        for j, shard in enumerate(shards):
+            shutil.copyfile(shard, out / f"shard-{i:04d}-{j:02d}.tar")
+    return f"{out}/shard-*.tar"
+
+
+def _count(shard: str) -> int:
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        return len({Path(m.name).name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
+
+
 def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps: int, old_ema: bool) -> dict:
     """Median wall and CPU seconds per step over ``steps`` steps (after 3 untimed ones) of one fit."""
     import sora.training.run as run
@@ -125,7 +152,11 @@ def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps:
         run.build_callbacks = build
     wall = [b - a for a, b in zip(clock.wall[2:], clock.wall[3:], strict=False)]
     cpu = [b - a for a, b in zip(clock.cpu[2:], clock.cpu[3:], strict=False)]
-    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
+    return {
+        "wall_s": statistics.median(wall),
+        "cpu_s": statistics.median(cpu),
+        "mean_wall_s": sum(wall) / len(wall),
+    }
 
 
 def main() -> None:
@@ -134,33 +165,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per fit")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of old and new")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--epoch-clips", type=int, default=512, help="clips of the `epochs` config's epoch")
     args = parser.parse_args()
-    configs = {
+    configs: dict[str, tuple[list[str], bool]] = {
         "old": (OLD_OVERRIDES, True),
         "new": ([], False),
         "new-fp32": (["trainer.precision=32-true"], False),
         "no-align": (["module.text_align.weight=0.0"], False),
         "short": (["data.caption_keys={short:1.0}"], False),
     }
-    results: dict[str, dict[str, list[dict]]] = {k: {"image": [], "video": []} for k in configs}
+    results: dict[str, dict[str, list[dict]]] = {k: {"image": [], "video": []} for k in [*configs, "epochs"]}
     with tempfile.TemporaryDirectory(prefix="dit-step-") as tmp:
         latents = make_latents(Path(tmp), int(compose("quickstart").num_frames))
+        epochs = epoch_latents(latents, Path(tmp) / "epoch-latents", args.epoch_clips)
+        configs["epochs"] = ([f"data.train_urls={epochs}", "data.resampled=false"], False)
         for _ in range(args.rounds):
             for kind in ("image", "video"):
                 for name, (overrides, old_ema) in configs.items():
                     results[name][kind].append(
                         time_config(latents, Path(tmp) / name, overrides, kind, args.steps, old_ema)
                     )
-    print(f"{'step':6} {'config':8} {'steps/s':>8} {'s/step':>8} {'cpu s/step':>10} {'vs old':>8}")
+    header = f"{'step':6} {'config':8} {'steps/s':>8} {'s/step':>8} {'cpu s/step':>10} {'vs old':>8}"
+    print(f"{header} {'mean s/step':>11} {'vs new':>7}")
     summary = {}
     for kind in ("image", "video"):
-        base = None
+        base = statistics.median(r["wall_s"] for r in results["old"][kind])
+        new_mean = statistics.median(r["mean_wall_s"] for r in results["new"][kind])
         for name in configs:
             wall = statistics.median(r["wall_s"] for r in results[name][kind])
             cpu = statistics.median(r["cpu_s"] for r in results[name][kind])
-            base = base or wall
-            summary[f"{kind}/{name}"] = {"steps_per_s": 1 / wall, "s_per_step": wall, "cpu_s_per_step": cpu}
-            print(f"{kind:6} {name:8} {1 / wall:8.2f} {wall:8.3f} {cpu:10.3f} {base / wall:7.2f}x")
+            mean = statistics.median(r["mean_wall_s"] for r in results[name][kind])
+            summary[f"{kind}/{name}"] = {
+                "steps_per_s": 1 / wall,
+                "s_per_step": wall,
+                "cpu_s_per_step": cpu,
+                "mean_s_per_step": mean,
+            }
+            row = f"{kind:6} {name:8} {1 / wall:8.2f} {wall:8.3f} {cpu:10.3f} {base / wall:7.2f}x"
+            print(f"{row} {mean:11.3f} {new_mean / mean:6.2f}x")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
