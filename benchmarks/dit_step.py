@@ -98,22 +98,18 @@ def make_latents(tmp: Path, num_frames: int) -> str:
 def epoch_latents(latents: str, out: Path, clips: int) -> str:
     """``latents``' shards copied until they hold at least ``clips`` clips: an epoch of that many (a step's
     time depends on the shapes only; the loader's restarts on the batches per epoch)."""
-    from data_pipelines.shard_reader import expand_urls
+    from data_pipelines.shard_reader import expand_urls, read_shards
+
+    def lost(reason: str, where: str, message: str) -> None:
+        raise RuntimeError(f"benchmark latents: {reason} at {where}: {message}")
 
     shards = expand_urls(latents)
-    per_copy = sum(_count(s) for s in shards)
+    per_copy = sum(1 for _ in read_shards(shards, lost))
     out.mkdir(parents=True, exist_ok=True)
     for i in range(math.ceil(clips / per_copy)):
         for j, shard in enumerate(shards):
             shutil.copyfile(shard, out / f"shard-{i:04d}-{j:02d}.tar")
     return f"{out}/shard-*.tar"
-
-
-def _count(shard: str) -> int:
-    import tarfile
-
-    with tarfile.open(shard) as tar:
-        return len({Path(m.name).name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
 
 
 def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps: int, old_ema: bool) -> dict:

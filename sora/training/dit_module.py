@@ -294,7 +294,8 @@ class AVDiTModule(L.LightningModule):
         (the captions are encoded), with a warning, once, that says why."""
         if "text_emb" not in batch:
             return None
-        mine = None if getattr(self.text_encoder, "trainable", False) else self.text_encoder.fingerprint()
+        trainable = bool(getattr(self.text_encoder, "trainable", False))
+        mine = None if trainable else self.text_encoder.fingerprint()
         theirs = {(m.get("latent") or {}).get("text_encoder") for m in batch.get("meta") or [{}]}
         if mine is not None and theirs == {mine}:
             return batch["text_emb"].to(self.device), batch["text_mask"].to(self.device).bool()
@@ -302,7 +303,7 @@ class AVDiTModule(L.LightningModule):
             self._stored_text_warned = True
             why = (
                 "this run's text encoder trains with the DiT"
-                if getattr(self.text_encoder, "trainable", False)
+                if trainable
                 else f"they were made by text encoder {sorted(str(t or 'unknown') for t in theirs)}, this "
                 f"run's is {mine or 'one without a fingerprint'}"
             )
