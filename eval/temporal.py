@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.clip import EvalClip
+from eval.memo import Memo, content_key, read_only
 from eval.tracking import max_plausible_step, track_clip
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
@@ -56,10 +57,18 @@ PRESETS = {  # mean, std of the published models' preprocessing
 }
 
 
+_FLOWS = Memo(maxsize=256)  # a clip's forward and backward flows (dynamic degree, warping error, sync)
+
+
 def farneback_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
-    """Dense optical flow ``(H, W, 2)`` (pixels, x then y) from RGB uint8 ``frame_a`` to ``frame_b``."""
-    ga, gb = cv2.cvtColor(frame_a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(frame_b, cv2.COLOR_RGB2GRAY)
-    return cv2.calcOpticalFlowFarneback(ga, gb, None, **FARNEBACK)
+    """Dense optical flow ``(H, W, 2)`` (pixels, x then y) from RGB uint8 ``frame_a`` to ``frame_b``;
+    read-only, memoised by content (:mod:`eval.memo`: three metrics ask for the same frames' flow)."""
+
+    def flow() -> np.ndarray:
+        ga, gb = cv2.cvtColor(frame_a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(frame_b, cv2.COLOR_RGB2GRAY)
+        return read_only(cv2.calcOpticalFlowFarneback(ga, gb, None, **FARNEBACK))
+
+    return _FLOWS.get(content_key(frame_a, frame_b), flow)
 
 
 def temporal_flickering(video: np.ndarray) -> float:
