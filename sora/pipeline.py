@@ -432,17 +432,25 @@ class AVPipeline:
 
     @torch.no_grad()
     def generate(
-        self, req: GenerationRequest, progress: Callable[[int], None] | None = None
+        self,
+        req: GenerationRequest,
+        progress: Callable[[int], None] | None = None,
+        on_plan: Callable[[int], None] | None = None,
     ) -> GeneratedClip:
         """Generate one clip for ``req`` (deterministic for a given seed on a given device).
 
         Each mode is one small ``_plan_<mode>`` function (table ``PLANNERS``) that turns the request into a
         :class:`_Plan`: the sampler's starting latents, the clean conditions, and what is returned as given.
+        ``progress(i)`` is called after every sampler step; ``on_plan(n)`` once, before the first, with the
+        number of those calls to come (``steps`` times the rolling windows of extend and storyboard, which
+        depend on the source's length; 0 for a remix at strength 0).
         """
         if req.mode in ROLLING:
-            return self._generate_rolling(req, progress)
+            return self._generate_rolling(req, progress, on_plan)
         setup = self._setup(req)
         plan = PLANNERS[req.mode](self, req, setup)
+        if on_plan is not None:
+            on_plan(req.steps if plan.run_sampler else 0)
         if plan.run_sampler:
             zv, za = self._denoise(
                 req, plan.video, plan.audio, plan.video_cond, plan.audio_cond, setup.fps, plan.start, progress
@@ -666,16 +674,25 @@ class AVPipeline:
         return _Running(empty, None, np.zeros((0, s.height, s.width, 3), np.uint8), silence), segments
 
     def _generate_rolling(
-        self, req: GenerationRequest, progress: Callable[[int], None] | None
+        self,
+        req: GenerationRequest,
+        progress: Callable[[int], None] | None,
+        on_plan: Callable[[int], None] | None = None,
     ) -> GeneratedClip:
         """``extend`` / ``storyboard``: grow one latent clip in rolling windows, decode it once."""
         s = self._setup(req)
         run, segments = ROLLING[req.mode](self, req, s)
         window, context = self._window_and_context(req, s)
-        gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
+        planned, length = [], run.video.shape[2]  # every segment's windows, known before the first runs
         for prompt, new in segments:
+            planned.append((prompt, rolling_windows(length, new, window, context)))
+            length += new
+        if on_plan is not None:
+            on_plan(req.steps * sum(len(ws) for _, ws in planned))
+        gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
+        for prompt, windows in planned:
             sub = replace(req, prompt=prompt)
-            for w in rolling_windows(run.video.shape[2], new, window, context):
+            for w in windows:
                 self._roll_window(sub, s, run, w, gen, progress)
         tc = self.video_vae.temporal_compression
         num_samples = round((1 + tc * (run.video.shape[2] - 1)) / s.fps * s.sample_rate)
@@ -968,6 +985,27 @@ def upsample_request(req: GenerationRequest, upsampler: Any) -> GenerationReques
     return GenerationRequest(**{**req.__dict__, "prompt": prompt, "shots": shots})
 
 
+class _BarShare:
+    """One request's part of ``sample.py``'s progress bar: a first guess of its sampler steps (a window a
+    shot), corrected when the pipeline has planned it (``on_plan``: extend's and storyboard's rolling windows
+    depend on the source's length and the seconds asked), and what is left of it skipped when it fails."""
+
+    def __init__(self, bar: Any, task: Any, guess: int) -> None:
+        self.bar, self.task, self.total, self.done = bar, task, guess, 0
+
+    def step(self, _: int) -> None:
+        self.done += 1
+        self.bar.advance(self.task, 1)
+
+    def plan(self, n: int) -> None:
+        self.bar.update(self.task, total=self.bar.tasks[self.task].total + n - self.total)
+        self.total = n
+
+    def skip(self) -> None:
+        self.bar.advance(self.task, max(0, self.total - self.done))
+        self.done = self.total
+
+
 def sample_from_config(cfg: Any) -> dict:
     """The body of ``sample.py``: filter prompts, generate each request, write mp4s and ``samples.json``.
 
@@ -1015,7 +1053,7 @@ def sample_from_config(cfg: Any) -> dict:
             if isinstance(req, BadRequest):
                 fail({"index": i, "source": req.source, "prompt": req.prompt, "reason": req.reason})
                 continue
-            total = req.steps * max(1, len(req.shots))
+            share = _BarShare(bar, task, req.steps * max(1, len(req.shots)))
             user = req
             if upsampler is not None:
                 try:
@@ -1028,7 +1066,7 @@ def sample_from_config(cfg: Any) -> dict:
                             "reason": f"upsampling: {type(err).__name__}: {err}",
                         }
                     )
-                    bar.advance(task, total)
+                    share.skip()
                     continue
             said = (
                 {"prompt": user.prompt}
@@ -1046,10 +1084,10 @@ def sample_from_config(cfg: Any) -> dict:
                 row = {"index": i, **said, "mode": req.mode, "rule": rules[0]}
                 rejected.append(row)
                 fail({**row, "reason": f"prompt rejected by the safety filter (rule: {rules[0]})"})
-                bar.advance(task, total)
+                share.skip()
                 continue
             try:
-                clip = pipe.generate(req, progress=lambda _: bar.advance(task, 1))
+                clip = pipe.generate(req, progress=share.step, on_plan=share.plan)
                 path = save_clip(
                     clip,
                     out_dir / f"{i:03d}_{req.mode}.mp4",
@@ -1065,6 +1103,7 @@ def sample_from_config(cfg: Any) -> dict:
                 )
             except Exception as err:  # noqa: BLE001 - one bad request never ends the batch; it is reported
                 fail({"index": i, **said, "mode": req.mode, "reason": f"{type(err).__name__}: {err}"})
+                share.skip()
                 continue
             row = {"index": i, "path": str(path), **said, "mode": req.mode, "seed": req.seed}
             if upsampler is not None and req.shots:

@@ -106,9 +106,12 @@ def test_v2a_keeps_the_video_and_a2v_keeps_the_audio(pipe, source_clip):
 
 
 def test_remix_strength_zero_returns_the_source(pipe, source_clip):
+    plans = []
     clip = pipe.generate(
-        GenerationRequest(prompt="y", mode="remix", video=str(source_clip), strength=0.0, steps=3)
+        GenerationRequest(prompt="y", mode="remix", video=str(source_clip), strength=0.0, steps=3),
+        on_plan=plans.append,
     )
+    assert plans == [0]  # no sampler step to show on sample.py's bar
     src = media.read_media(source_clip)
     assert np.array_equal(clip.video, src.video[:9])
     np.testing.assert_allclose(clip.audio, src.audio[:, : clip.audio.shape[1]], atol=1e-6)

@@ -145,6 +145,30 @@ def test_storyboard_second_shot_continues_the_first(pipe):
 
 
 @pytest.mark.parametrize(
+    "fields,windows",
+    [
+        ({"mode": "extend", "seconds": 0.5, "context_latents": 2}, 3),  # 1 new latent frame a window
+        ({"mode": "extend"}, 1),  # no seconds: one window
+        (
+            {
+                "mode": "storyboard",
+                "shots": [{"prompt": "a", "seconds": 8 / 24}, {"prompt": "b", "seconds": 0.5}],
+            },
+            3,
+        ),
+        ({"mode": "t2av"}, 1),
+    ],
+)
+def test_on_plan_announces_every_progress_call(pipe, source, fields, windows):
+    """sample.py sizes its progress bar from ``on_plan``: it must count the rolling windows, not the shots."""
+    video = {"video": str(source)} if fields["mode"] == "extend" else {}
+    calls, plans = [], []
+    req = GenerationRequest(**{"prompt": "x", "steps": 2, **video, **fields})
+    pipe.generate(req, progress=calls.append, on_plan=plans.append)
+    assert plans == [2 * windows] and len(calls) == 2 * windows
+
+
+@pytest.mark.parametrize(
     "fields,match",
     [
         ({"mode": "extend", "seconds": 0}, "seconds must be a number of seconds > 0"),

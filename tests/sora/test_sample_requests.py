@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -56,6 +57,37 @@ def test_a_clean_batch_exits_zero(tiny_av_checkpoint, tmp_path):
     cfg = _compose(tiny_av_checkpoint, tmp_path, f"prompts_file={prompts}")
     assert sample.main(cfg) is None
     assert json.loads((tmp_path / "out" / "samples.json").read_text())["counts"]["failed"] == 0
+
+
+def test_progress_bar_ends_full_with_rolling_windows_and_failures(tiny_av_checkpoint, tmp_path, monkeypatch):
+    """The bar's total is each request's sampler steps (an extend's and a storyboard's rolling windows, not
+    one a shot), and a request that fails mid-way fills its share: the bar ends at 100 %, no more, no less."""
+    import rich.progress
+
+    ends = []
+
+    class Recording(rich.progress.Progress):
+        def __exit__(self, *exc):
+            ends.extend((t.completed, t.total) for t in self.tasks)
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(rich.progress, "Progress", Recording)
+    video = np.zeros((13, 32, 32, 3), np.uint8)
+    video[:, 8:24, 8:20] = (220, 60, 60)
+    media.write_mp4(tmp_path / "src.mp4", video, 24, None, 16000)
+    rows = [
+        {"prompt": "a red ball", "mode": "extend", "video": str(tmp_path / "src.mp4"), "seconds": 1.0},
+        {"prompt": "", "mode": "storyboard", "shots": [{"prompt": "a", "seconds": 0.5}] * 2},
+        {"prompt": "a ball", "mode": "i2v", "image": str(tmp_path / "missing.png")},  # fails
+        {"prompt": "a blue box slides"},
+    ]
+    prompts = tmp_path / "requests.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="1 request\\(s\\) failed"):
+        sample.main(_compose(tiny_av_checkpoint, tmp_path, f"prompts_file={prompts}"))
+    # 2 steps a window; extend: 1 s = 6 new latent frames in windows of 3 keeping 1 (3 windows); storyboard:
+    # 1 + 3 latent frames, then 3 more (2 + 2 windows); the failed i2v (2) and t2av (2)
+    assert ends == [(2 * 3 + 2 * 4 + 2 + 2, 2 * 3 + 2 * 4 + 2 + 2)]
 
 
 def test_prompt_is_never_interpolated(tiny_av_checkpoint, tmp_path):
