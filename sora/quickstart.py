@@ -92,13 +92,31 @@ class Stages:
     """Runs named stages in order, printing a line per stage with elapsed time and an ETA for the rest.
 
     ``budget`` holds each stage's expected share of the run (seconds on 2 CPU cores at the default size),
-    so the ETA is the remaining stages' budget scaled by how fast the finished stages went.
+    so the ETA is the remaining stages' budget scaled by how fast the finished stages went. Under a time
+    budget (``total_s``) the ETA is what is left of it until :meth:`expect` gives this machine's plan, then
+    the remaining stages' planned seconds.
     """
 
-    def __init__(self, budget: dict[str, float], say: Say | None = None) -> None:
+    def __init__(
+        self, budget: dict[str, float], say: Say | None = None, total_s: float | None = None
+    ) -> None:
         self.budget, self.spent, self.expected_done = budget, 0.0, 0.0
+        self.total_s, self.planned_s = total_s, None
         self.timings: dict[str, float] = {}
         self.say = say or (lambda message, style="", rule=False: console.print(message))
+
+    def expect(self, planned_s: dict[str, float]) -> None:
+        """Seconds each stage is planned to take on this machine (the time budget's plan): the ETA now."""
+        self.planned_s = {k: planned_s.get(k, v) for k, v in self.budget.items()}
+
+    def eta(self) -> float:
+        """Seconds the stages not run yet are expected to take."""
+        rest = [k for k in self.budget if k not in self.timings]
+        if self.planned_s is not None:
+            return sum(self.planned_s[k] for k in rest)
+        if self.total_s is not None:
+            return max(0.0, self.total_s - self.spent)
+        return sum(self.budget[k] for k in rest) * (self.spent / max(self.expected_done, 1e-9))
 
     def run(self, name: str, output: Path, fn: Callable[[], object]) -> None:
         index = list(self.budget).index(name) + 1
@@ -113,9 +131,7 @@ class Stages:
         self.timings[name] = took
         self.spent += took
         self.expected_done += self.budget[name]
-        rest = sum(v for k, v in self.budget.items() if k not in self.timings)
-        eta = rest * (self.spent / max(self.expected_done, 1e-9))
-        self.say(f"stage {name} done in {took / 60:.1f} min; about {eta / 60:.1f} min to go", "green")
+        self.say(f"stage {name} done in {took / 60:.1f} min; about {self.eta() / 60:.1f} min to go", "green")
 
 
 def _count(pattern_dir: Path, pattern: str, total: int | None = None) -> Callable[[], str]:
@@ -155,7 +171,10 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     world, world_val = out / "world", out / "world_val"
     vae_video, vae_audio = out / "vae_video", out / "vae_audio"
     latents, dit, export_dir = out / "latents", out / "dit", out / "export"
-    stages = Stages(OmegaConf.to_container(cfg.budget_s), say)
+    budget_min = cfg.get("budget_min")
+    stages = Stages(
+        OmegaConf.to_container(cfg.budget_s), say, total_s=None if budget_min is None else 60.0 * budget_min
+    )
     paths = {"world": world, "world_val": world_val, "vae_video": vae_video, "vae_audio": vae_audio}
     paths.update({"latents": latents, "dit": dit})
 
@@ -202,6 +221,12 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     if cfg.get("budget_min") is not None:
         plan = plan_training(
             cfg, out, paths, say, spent_s=time.perf_counter() - t_start, world_s=stages.timings["world"]
+        )
+        stages.expect(
+            {
+                **plan.get("fixed_expected_s", {}),
+                **{k: 60.0 * v["minutes"] for k, v in plan["stages"].items() if "minutes" in v},
+            }
         )
     # A training stage is done when its DONE marker exists (written after train() returns): last.ckpt is
     # also written every 500 steps, so an interrupted stage resumes (resume=auto) rather than being skipped.

@@ -442,7 +442,7 @@ def test_progress_log_times_image_and_video_steps_apart():
         lines[step] = cb.lines[-1]
     # step 2 done: 4 image steps (1 s) left, then 4 video steps never timed
     assert lines[2].endswith("about 0.1 min to go for the 4 image steps, then 4 video steps (not timed yet)")
-    assert lines[6].endswith("about 0.0 min to go for the nothing, then 4 video steps (not timed yet)")
+    assert lines[6].endswith(", 4 video steps to go (not timed yet)")
     # step 7 done: 3 video steps left at their own 4 s each (the overall rate, 10/7 s, would say 0.07 min)
     assert lines[7].endswith("about 0.2 min to go")
     assert lines[8].endswith(f"about {2 * 4 / 60:.1f} min to go")
@@ -459,3 +459,29 @@ def test_dit_expected_image_steps_counts_the_warm_up_and_image_prob():
     assert count(module, 50, 300) == pytest.approx(50 + 0.1 * 200)
     assert count(module, 150, 250) == pytest.approx(10)
     assert count(SimpleNamespace(hparams={}), 0, 40) == 0
+
+
+def test_stage_eta_is_the_budget_then_the_plan(monkeypatch, tmp_path):
+    """Under a time budget the ETA is what the budget has left until the plan exists, then the remaining
+    stages' planned seconds (the eval's calibrated time, not its 2-core reference budget scaled by the
+    stages run so far); without a budget, the reference budget scaled by the speed of the stages so far."""
+    import sora.quickstart as qs
+
+    now = [0.0]
+    monkeypatch.setattr(qs.time, "perf_counter", lambda: now[0])
+
+    def takes(seconds: float):
+        return lambda: now.__setitem__(0, now[0] + seconds)
+
+    budget = {"world": 10.0, "train": 100.0, "eval": 50.0}
+    lines: list[str] = []
+    say = lambda message, style="", rule=False: lines.append(message)  # noqa: E731
+    fixed = qs.Stages(dict(budget), say)
+    fixed.run("world", tmp_path / "a", takes(20.0))  # 2x slower than the reference
+    assert lines[-1].endswith(f"about {150 * 2 / 60:.1f} min to go")
+    timed = qs.Stages(dict(budget), say, total_s=1200.0)
+    timed.run("world", tmp_path / "b", takes(20.0))
+    assert lines[-1].endswith(f"about {1180 / 60:.1f} min to go")
+    timed.expect({"train": 300.0, "eval": 400.0})
+    timed.run("train", tmp_path / "c", takes(100.0))
+    assert lines[-1].endswith(f"about {400 / 60:.1f} min to go")

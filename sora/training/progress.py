@@ -81,8 +81,10 @@ class ProgressLog(L.Callback):
         if not untimed:
             return f"about {seconds / 60:.1f} min to go"
         name = {True: "image", False: "video"}
-        done = " and ".join(f"{counts[k]} {name[k]} steps" for k in timed if counts[k]) or "nothing"
+        done = " and ".join(f"{counts[k]} {name[k]} steps" for k in timed if counts[k])
         rest = " and ".join(f"{counts[k]} {name[k]} steps" for k in untimed)
+        if not done:  # only steps of a kind not timed yet are left (the warm-up's end)
+            return f"{rest} to go (not timed yet)"
         return f"about {seconds / 60:.1f} min to go for the {done}, then {rest} (not timed yet)"
 
 
