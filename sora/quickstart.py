@@ -144,10 +144,11 @@ def _count(pattern_dir: Path, pattern: str, total: int | None = None) -> Callabl
 
 def run(cfg: DictConfig) -> dict:
     """Run every stage of the quickstart; returns the artefacts' paths, the plan and the eval summary."""
-    from sora.quickstart_budget import check_budget
+    from sora.quickstart_budget import check_budget, check_min_steps
     from sora.training.run import log_to_file
 
     check_budget(cfg.get("budget_min"), _container(cfg.get("budget_shares")))
+    check_min_steps(_container(cfg.get("budget_min_steps")))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with log_to_file(out / LOG_FILE):
@@ -403,7 +404,8 @@ def plan_training(
     steps = {s: int(cfg.steps[s]) for s in TRAINING_STAGES}
     shares = _container(cfg.get("budget_shares"))
     margin = float(cfg.get("budget_margin", 0.1))
-    inputs = plan_inputs(cfg.budget_min, steps, shares, margin)
+    min_steps = _container(cfg.get("budget_min_steps"))
+    inputs = plan_inputs(cfg.budget_min, steps, shares, margin, min_steps)
     plan = load_plan(out, inputs)
     if plan is not None:
         say(
@@ -469,6 +471,7 @@ def plan_training(
         steps=steps,
         timings=timings,
         shares=shares,
+        min_steps=min_steps,
     )
     plan["speed_vs_reference"] = speed
     plan["eval_calibration"] = eval_calibration

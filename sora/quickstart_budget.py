@@ -38,6 +38,8 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 TRAINING_STAGES = ("vae_video", "vae_audio", "dit")
+FLOOR_MAX_SHARE = 0.5
+"""A stage's ``budget_min_steps`` floor takes at most this share of the training time."""
 FIXED_STAGES = ("world", "latents", "text", "export", "samples", "eval")
 PLAN_FILE = "budget_plan.json"
 
@@ -142,13 +144,17 @@ def make_plan(
     steps: dict[str, int],
     timings: dict[str, StageTiming],
     shares: dict[str, float] | None = None,
+    min_steps: dict[str, int] | None = None,
 ) -> dict:
     """Steps per training stage that fill ``budget_min`` (see the module docstring for the rule).
 
     ``spent_s``: seconds already spent in this run (world, calibration); ``fixed_expected_s``: expected
     seconds of the fixed stages still to run; ``timings``: the calibrations of the training stages still to
-    run (a stage without one is already done and gets no time)."""
+    run (a stage without one is already done and gets no time); ``min_steps``: a floor of steps for a stage
+    that the split would leave below it (as far as :data:`FLOOR_MAX_SHARE` of the training time), the
+    other stages sharing what is left by the same rule."""
     check_budget(budget_min, shares)
+    check_min_steps(min_steps)
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"budget_margin must be in [0, 1), got {margin}")
     budget_s = 60.0 * budget_min
@@ -164,16 +170,19 @@ def make_plan(
             f"training stages' start-up ({startup / 60:.1f}) and the margin ({margin:.0%}); give a larger "
             "budget_min, or budget_min=null for the fixed steps"
         )
-    if shares:
-        total = sum(shares[s] for s in todo)
-        seconds = {s: train_s * shares[s] / total for s in todo}
-        planned = {s: max(1, math.floor(seconds[s] / timings[s].step_s)) for s in todo}
-        rule = "budget_shares: " + ", ".join(f"{s} {shares[s] / total:.0%}" for s in todo) + " of the time"
-    else:
-        fixed_time = sum(steps[s] * timings[s].step_s for s in todo)
-        factor = train_s / fixed_time if todo else 1.0
-        planned = {s: max(1, math.floor(factor * steps[s])) for s in todo}
-        rule = f"the fixed steps times {factor:.3f} (the time split in their proportions)"
+    planned, rule = _split(train_s, todo, steps, timings, shares)
+    raised = {}
+    for s, floor in (min_steps or {}).items():
+        if s in planned and planned[s] < floor:
+            cap = math.floor(FLOOR_MAX_SHARE * train_s / timings[s].step_s)
+            raised[s] = max(planned[s], min(int(floor), cap))
+    if raised:
+        others = [s for s in todo if s not in raised]
+        left = train_s - sum(raised[s] * timings[s].step_s for s in raised)
+        planned, rest = _split(left, others, steps, timings, shares)
+        planned.update(raised)
+        floors = ", ".join(f"{s} {raised[s]} (floor {min_steps[s]})" for s in raised)
+        rule = f"min_steps: {floors}; the rest: {rest}"
     stages = {
         s: {
             "fixed_steps": int(steps[s]),
@@ -188,7 +197,7 @@ def make_plan(
     }
     return {
         "budget_min": budget_min,
-        "inputs": plan_inputs(budget_min, steps, shares, margin),
+        "inputs": plan_inputs(budget_min, steps, shares, margin, min_steps),
         "rule": rule,
         "spent_s": spent_s,
         "fixed_expected_s": dict(fixed_expected_s),
@@ -198,14 +207,62 @@ def make_plan(
     }
 
 
-def plan_inputs(budget_min: float, steps: dict[str, int], shares: dict | None, margin: float) -> dict:
+def _split(
+    train_s: float,
+    todo: list[str],
+    steps: dict[str, int],
+    timings: dict[str, StageTiming],
+    shares: dict[str, float] | None,
+) -> tuple[dict[str, int], str]:
+    """``train_s`` seconds split between the ``todo`` stages: in ``shares`` of the time, else in the
+    proportions of the fixed ``steps``; the steps and the rule in words."""
+    if not todo:
+        return {}, "nothing to train"
+    if shares:
+        total = sum(shares[s] for s in todo)
+        seconds = {s: train_s * shares[s] / total for s in todo}
+        planned = {s: max(1, math.floor(seconds[s] / timings[s].step_s)) for s in todo}
+        return planned, (
+            "budget_shares: " + ", ".join(f"{s} {shares[s] / total:.0%}" for s in todo) + " of the time"
+        )
+    factor = train_s / sum(steps[s] * timings[s].step_s for s in todo)
+    planned = {s: max(1, math.floor(factor * steps[s])) for s in todo}
+    return planned, f"the fixed steps times {factor:.3f} (the time split in their proportions)"
+
+
+def check_min_steps(min_steps: object) -> None:
+    """``budget_min_steps``: null or {training stage: steps >= 1}."""
+    if min_steps is None:
+        return
+    if not isinstance(min_steps, dict):
+        raise ValueError(f"budget_min_steps must be null or a mapping stage -> steps, got {min_steps!r}")
+    unknown = sorted(set(min_steps) - set(TRAINING_STAGES))
+    if unknown:
+        raise ValueError(
+            f"budget_min_steps: unknown stage(s) {unknown}; the training stages are {TRAINING_STAGES}"
+        )
+    bad = {k: v for k, v in min_steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise ValueError(f"budget_min_steps must be integers >= 1, got {bad}")
+
+
+def plan_inputs(
+    budget_min: float,
+    steps: dict[str, int],
+    shares: dict | None,
+    margin: float,
+    min_steps: dict[str, int] | None = None,
+) -> dict:
     """What a saved plan was made for; a rerun with other values does not reuse it."""
-    return {
+    inputs = {
         "budget_min": budget_min,
         "steps": {s: int(steps[s]) for s in TRAINING_STAGES},
         "shares": dict(shares) if shares else None,
         "margin": margin,
     }
+    if min_steps:  # only when set: plans saved before the floor existed stay reusable
+        inputs["min_steps"] = {s: int(v) for s, v in min_steps.items()}
+    return inputs
 
 
 def load_plan(out_dir: Path, inputs: dict) -> dict | None:

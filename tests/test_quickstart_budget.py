@@ -12,6 +12,7 @@ from sora.quickstart_budget import (
     StageTiming,
     apply_stage_plan,
     check_budget,
+    check_min_steps,
     dit_image_fraction,
     eval_seconds,
     make_plan,
@@ -93,6 +94,30 @@ def test_plan_with_shares_and_finished_stages():
     assert rest["stages"]["dit"]["steps"] == math.floor(rest["train_s"] / 0.25)
 
 
+def test_a_stage_floor_raises_it_and_the_others_share_the_rest():
+    free = _plan(20)
+    vae = free["stages"]["vae_video"]["steps"]
+    assert _plan(20, min_steps={"vae_video": vae})["stages"] == free["stages"]  # not below it: no change
+    plan = _plan(20, min_steps={"vae_video": vae + 1000})
+    stages = plan["stages"]
+    assert stages["vae_video"]["steps"] == vae + 1000
+    left = plan["train_s"] - (vae + 1000) * TIMINGS["vae_video"].step_s
+    factor = left / (STEPS["vae_audio"] * 0.2 + STEPS["dit"] * 0.25)  # the others keep their proportions
+    assert stages["vae_audio"]["steps"] == math.floor(factor * STEPS["vae_audio"])
+    assert stages["dit"]["steps"] == math.floor(factor * STEPS["dit"])
+    used = sum(s["steps"] * TIMINGS[n].step_s for n, s in stages.items())
+    assert plan["train_s"] - 1.0 < used <= plan["train_s"]
+    assert "vae_video" in plan["rule"] and plan["inputs"]["min_steps"] == {"vae_video": vae + 1000}
+    # a floor out of reach takes half the training time, no more
+    greedy = _plan(20, min_steps={"vae_video": 10**6})
+    assert greedy["stages"]["vae_video"]["steps"] == math.floor(0.5 * plan["train_s"] / 0.1)
+    # with shares the others share the rest in theirs
+    shared = _plan(20, shares={"vae_video": 0.1, "vae_audio": 0.3, "dit": 0.6}, min_steps={"vae_video": 3000})
+    left = shared["train_s"] - 3000 * 0.1
+    assert shared["stages"]["dit"]["steps"] == math.floor(left * 0.6 / 0.9 / 0.25)
+    assert "min_steps" not in free["inputs"]  # plans saved before the floor existed are still reused
+
+
 def test_bad_budgets_are_refused():
     with pytest.raises(ValueError, match="leaves no time to train"):
         _plan(2)
@@ -105,6 +130,13 @@ def test_bad_budgets_are_refused():
     with pytest.raises(ValueError, match="must be numbers > 0"):
         check_budget(20, {"vae_video": 1, "vae_audio": 0, "dit": 1})
     check_budget(None, None)
+    with pytest.raises(ValueError, match="unknown stage"):
+        check_min_steps({"vae": 900})
+    with pytest.raises(ValueError, match="integers >= 1"):
+        check_min_steps({"vae_video": 0})
+    with pytest.raises(ValueError, match="a mapping"):
+        check_min_steps(900)
+    check_min_steps(None)
     with pytest.raises(ValueError, match="budget_margin must be in"):
         _plan(20, margin=1.0)
 
