@@ -181,8 +181,12 @@ def make_plan(
         left = train_s - sum(raised[s] * timings[s].step_s for s in raised)
         planned, rest = _split(left, others, steps, timings, shares)
         planned.update(raised)
-        floors = ", ".join(f"{s} {raised[s]} (floor {min_steps[s]})" for s in raised)
-        rule = f"min_steps: {floors}; the rest: {rest}"
+        floors = ", ".join(
+            f"{s} {raised[s]} steps"
+            + (" (its floor)" if raised[s] == min_steps[s] else f" (floor {min_steps[s]}, half the time)")
+            for s in raised
+        )
+        rule = f"budget_min_steps: {floors}; the other stages: {rest}"
     stages = {
         s: {
             "fixed_steps": int(steps[s]),
