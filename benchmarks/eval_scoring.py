@@ -18,17 +18,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from eval import temporal, tracking
 from eval.broken import compressed, mirrored
 from eval.memo import Memo
-from eval.scenes import make_scenes
+from eval.scenes import world_scenes
 from eval.suite import score_clip
 from sora.config import compose
+from sora.quickstart import eval_config
 
 FORMAT = {"num_frames": 25, "height": 64, "width": 64, "fps": 24, "sample_rate": 16000}
 
@@ -77,16 +80,11 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    quickstart = compose("quickstart", [])
-    suite = compose("eval", ["checkpoint=ground_truth"]).suite
-    world = dict(quickstart.world)
-    families = list(world["families"])
-    specs = [
-        {"id": f"scene{i:03d}", "seed": int(suite.seed) + i, "family": families[i % len(families)]}
-        for i in range(args.scenes)
-    ]
+    # the quickstart's own suite config: its world slice, families and held-out scenes
+    quickstart = compose("quickstart", [f"eval_scenes={args.scenes}"])
+    suite = eval_config(quickstart, "ground_truth", Path(tempfile.gettempdir())).suite
     clips = []
-    for scene in make_scenes(world, FORMAT, specs):
+    for scene in world_scenes(suite, FORMAT):
         clips += [compressed(scene.truth), compressed(mirrored(scene.truth))]
     names = list(suite.metrics)
     variants = {"ours": contextlib.nullcontext, "baseline": baseline}

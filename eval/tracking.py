@@ -25,10 +25,9 @@ it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -121,7 +120,7 @@ def track_colors(
     ``expected`` are the caller's to set) over shared read-only arrays."""
     key = content_key(video, sorted(palette.items()), float(tolerance))
     found = _TRACKS.get(key, lambda: _track_colors(video, palette, tolerance))
-    return {name: dataclasses.replace(tr) for name, tr in found.items()}
+    return {name: replace(tr) for name, tr in found.items()}
 
 
 def _track_colors(

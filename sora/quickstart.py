@@ -225,8 +225,8 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
         )
         stages.expect(
             {
-                **plan.get("fixed_expected_s", {}),
-                **{k: 60.0 * v["minutes"] for k, v in plan["stages"].items() if "minutes" in v},
+                **plan["fixed_expected_s"],
+                **{k: 60.0 * v["minutes"] for k, v in plan["stages"].items()},
             }
         )
     # A training stage is done when its DONE marker exists (written after train() returns): last.ckpt is
