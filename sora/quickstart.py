@@ -324,7 +324,7 @@ TRAINING_EXPERIMENTS = {"vae_video": "vae_video_tiny", "vae_audio": "vae_audio_t
 
 def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[str]:
     """The ``train.py`` overrides of a training stage (``vae_video``, ``vae_audio`` or ``dit``) at its fixed
-    steps; the DiT's include ``dit_overrides``."""
+    steps; the video VAE's include ``vae_video_overrides`` and the DiT's ``dit_overrides``."""
     world, world_val = paths["world"], paths["world_val"]
     common = [
         f"experiment={TRAINING_EXPERIMENTS[name]}",
@@ -335,7 +335,8 @@ def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[
         "resume=auto",  # an interrupted stage continues from its newest checkpoint
     ]
     if name in ("vae_video", "vae_audio"):
-        return [*common, f"data.train_urls={world}/shard-*.tar", f"data.val_urls={world_val}/shard-*.tar"]
+        data = [f"data.train_urls={world}/shard-*.tar", f"data.val_urls={world_val}/shard-*.tar"]
+        return [*common, *data, *(cfg.get(f"{name}_overrides") or [])]
     return [
         *common,
         f"data.train_urls={paths['latents']}/shard-*.tar",

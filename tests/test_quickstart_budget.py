@@ -16,6 +16,7 @@ from sora.quickstart_budget import (
     dit_image_fraction,
     eval_seconds,
     make_plan,
+    scaled_ema_decay,
     timing_from_steps,
 )
 
@@ -180,18 +181,43 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
     assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
     assert planned.module.optim.warmup_steps == 50
+    # the weight EMA's horizon (1 / (1 - decay) steps) keeps its fraction too: 200 steps -> 100
+    assert fixed.callbacks.ema.decay == 0.995 and planned.callbacks.ema.decay == 0.99
     vae = stage_config(cfg, "vae_video", paths, {"stages": {"vae_video": {"fixed_steps": 100, "steps": 300}}})
     assert vae.trainer.max_steps == 300 and vae.module.optim.warmup_steps == 60
     assert vae.trainer.val_check_interval == 300  # validation still once, at the end
     assert vae.trainer.get("max_time") is None  # VAEs finish their steps (final validation, latent stats)
+    # the video VAE keeps its trained weights (vae_video_overrides: callbacks.ema=null): nothing to scale
+    assert vae.callbacks.ema is None
     assert apply_stage_plan(vae, {"fixed_steps": 300, "steps": 3}) == {
         "trainer.max_steps": 3,
         "module.optim.warmup_steps": 1,
     }
+    audio = stage_config(
+        cfg, "vae_audio", paths, {"stages": {"vae_audio": {"fixed_steps": 100, "steps": 300}}}
+    )
+    assert audio.callbacks.ema.decay == round(1 - 1 / 300, 6)  # 100 steps (0.99) -> 300
+    assert apply_stage_plan(audio, {"fixed_steps": 300, "steps": 3})["callbacks.ema.decay"] == pytest.approx(
+        1 - 1 / 3, abs=1e-4
+    )  # 300 steps -> 3
+    with_ema = stage_config(
+        compose("quickstart", [f"out_dir={tmp_path}", "vae_video_overrides=[]"]), "vae_video", paths, None
+    )
+    assert with_ema.callbacks.ema.decay == 0.995  # the experiment's EMA without the quickstart's override
     held = stage_config(cfg, "dit", paths, {"stages": {"dit": {**stage, "fixed_steps": 100, "steps": 100}}})
     held.module.optim.hold_steps = 40  # the LR's hold keeps its fraction too
     assert apply_stage_plan(held, {"fixed_steps": 100, "steps": 30})["module.optim.hold_steps"] == 12
     assert held.module.optim.hold_steps == 12
+
+
+def test_scaled_ema_decay_scales_the_horizon():
+    assert scaled_ema_decay(0.995, 0.25) == 0.98  # 200 steps -> 50
+    assert scaled_ema_decay(0.99, 1.0) == 0.99
+    assert scaled_ema_decay(0.999, 2.0) == 0.9995  # 1000 steps -> 2000
+    assert scaled_ema_decay(0.9, 0.01) == 0.5  # 10 steps -> 0.1, held at the 2-step minimum
+    for decay, scale in [(0.0, 1.0), (1.0, 1.0), (0.99, 0.0)]:
+        with pytest.raises(ValueError):
+            scaled_ema_decay(decay, scale)
 
 
 def _fake_calibrate(calls):
