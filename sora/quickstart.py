@@ -324,7 +324,8 @@ TRAINING_EXPERIMENTS = {"vae_video": "vae_video_tiny", "vae_audio": "vae_audio_t
 
 def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[str]:
     """The ``train.py`` overrides of a training stage (``vae_video``, ``vae_audio`` or ``dit``) at its fixed
-    steps; the video VAE's include ``vae_video_overrides`` and the DiT's ``dit_overrides``."""
+    steps, then the stage's own list from the config, ``<stage>_overrides`` (``vae_video_overrides``,
+    ``dit_overrides``; none for a stage without one)."""
     world, world_val = paths["world"], paths["world_val"]
     common = [
         f"experiment={TRAINING_EXPERIMENTS[name]}",
@@ -336,16 +337,15 @@ def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[
     ]
     if name in ("vae_video", "vae_audio"):
         data = [f"data.train_urls={world}/shard-*.tar", f"data.val_urls={world_val}/shard-*.tar"]
-        return [*common, *data, *(cfg.get(f"{name}_overrides") or [])]
-    return [
-        *common,
-        f"data.train_urls={paths['latents']}/shard-*.tar",
-        f"module.video_vae_ckpt={paths['vae_video']}/checkpoints/last.ckpt",
-        f"module.audio_vae_ckpt={paths['vae_audio']}/checkpoints/last.ckpt",
-        f"module.sampling.num_frames={cfg.num_frames}",  # generate the window it trains on
-        f"data.caption_keys={_caption_keys(cfg)}",
-        *cfg.get("dit_overrides", []),
-    ]
+    else:
+        data = [
+            f"data.train_urls={paths['latents']}/shard-*.tar",
+            f"module.video_vae_ckpt={paths['vae_video']}/checkpoints/last.ckpt",
+            f"module.audio_vae_ckpt={paths['vae_audio']}/checkpoints/last.ckpt",
+            f"module.sampling.num_frames={cfg.num_frames}",  # generate the window it trains on
+            f"data.caption_keys={_caption_keys(cfg)}",
+        ]
+    return [*common, *data, *(cfg.get(f"{name}_overrides") or [])]
 
 
 def _caption_keys(cfg: DictConfig) -> str:
