@@ -332,11 +332,17 @@ def apply_stage_plan(
     (so the quickstart's video VAE has no EMA: ``vae_video_overrides``). The DiT's EMA had averaged its last
     video steps with the end of its image warm-up (its trained weights scored the same: README).
 
-    ``cap_time``: also stop at :data:`TIME_CAP_SLACK` times the planned minutes (``trainer.max_time``), so a
-    calibration that underestimated the step time cannot overrun the budget (measured: the DiT's steps took
-    1.35x the calibrated time on a machine busy with other jobs). The run then ends before its last steps,
-    its learning rate not fully decayed; the checkpoint is written as at any end of training. The quickstart
-    caps the DiT only: the VAE stages measure their latent statistics in their final validation.
+    ``cap_time``: plan the steps again while the stage runs, from the step times it measures, so that it
+    ends at its planned minutes, or with ``deadline_s`` at the deadline (as far as the time cap: up to
+    :data:`TIME_CAP_SLACK` times the planned minutes when earlier stages took less than expected), with its
+    schedules finished
+    (:class:`sora.training.deadline.DeadlineReplan`, ``callbacks.replan``: a calibration of a few steps
+    missed the run's image steps by up to a third); and stop at :data:`TIME_CAP_SLACK` times the planned
+    minutes (``trainer.max_time``), the backstop, so that steps slower than measured cannot overrun the
+    budget (measured: the DiT's steps took 1.35x the calibrated time on a machine busy with other jobs). A
+    run that the cap stops ends before its last steps, its learning rate not fully decayed; the checkpoint
+    is written as at any end of training. The quickstart caps the DiT only: the VAE stages measure their
+    latent statistics in their final validation.
     ``deadline_s`` (:func:`remaining_seconds`): when less time is left than the stage's planned minutes (an
     earlier stage overran, or the machine got slower), the steps are planned again for that time (``steps``
     times deadline / planned seconds), and so are the step-counted schedules with them: a time cap alone would
@@ -358,6 +364,19 @@ def apply_stage_plan(
                 cap_s = max(60, min(cap_s, math.floor(deadline_s)))
             cfg.trainer.max_time = lightning_duration(cap_s)  # a dict would reach Lightning as a DictConfig
             changed["trainer.max_time_s"] = cap_s
+            target_s = float(stage["minutes"]) * 60.0
+            if deadline_s is not None:  # what the budget has left, as far as the cap: a sooner end, or the
+                target_s = float(cap_s)  # time that earlier stages left over (expected more than they took)
+            if cfg.get("callbacks") is None:
+                cfg.callbacks = {}
+            cfg.callbacks.replan = {
+                "_target_": "sora.training.deadline.DeadlineReplan",
+                "target_s": round(target_s, 1),
+                "cap_s": cap_s,
+                "image_step_s": stage.get("image_step_s"),
+                "video_step_s": stage.get("video_step_s", stage.get("step_s")),
+            }
+            changed["callbacks.replan.target_s"] = round(target_s, 1)
         optim = cfg.module.get("optim")
         if optim is not None and optim.get("warmup_steps"):
             optim.warmup_steps = min(steps, max(1, round(optim.warmup_steps * scale)))

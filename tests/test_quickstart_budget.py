@@ -162,11 +162,24 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     # the DiT also stops at 1.15x its planned minutes, whatever step it reached (a calibration that
     # underestimated its steps cannot overrun the budget): 690 s
     assert planned.trainer.max_time == "00:00:11:30"
+    # ... and plans its steps again while it runs, from the steps it times, to end at its planned minutes
+    # (the calibration's step times until it has timed its own): sora.training.deadline
+    replan = planned.callbacks.replan
+    assert (replan.target_s, replan.cap_s) == (600.0, 690)
+    from sora.training.deadline import DeadlineReplan
+    from sora.training.run import build_callbacks
+
+    built = next(c for c in build_callbacks(planned) if isinstance(c, DeadlineReplan))
+    assert built.target_s == 600.0 and built.priors == {True: None, False: None}
+    timed = {**stage, "step_s": 0.6, "image_step_s": 0.4, "video_step_s": 1.2}
+    priors = stage_config(cfg, "dit", paths, {"stages": {"dit": timed}}).callbacks.replan
+    assert (priors.image_step_s, priors.video_step_s) == (0.4, 1.2)
     # less left in the budget than that (a slow VAE stage, an overrun): the cap is what is left, >= 60 s
     # ... and its steps are planned again for that time, with the step-counted schedules (the image
     # warm-up, the LR's hold and warm-up), so the video steps after the warm-up keep their share
     late = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=500.7)
     assert late.trainer.max_time == "00:00:08:20"
+    assert (late.callbacks.replan.target_s, late.callbacks.replan.cap_s) == (500, 500)
     again = math.floor(cfg.steps.dit // 2 * 500.7 / 600)
     assert late.trainer.max_steps == again == late.module.optim.total_steps
     assert late.module.image_first_steps == round(first * again / cfg.steps.dit)
@@ -177,6 +190,10 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     )
     roomy = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=1e4)
     assert roomy.trainer.max_time == "00:00:11:30" and roomy.trainer.max_steps == cfg.steps.dit // 2
+    # time left over by the stages before (they took less than expected): the DiT may take it, to its cap
+    assert roomy.callbacks.replan.target_s == 690
+    early = stage_config(cfg, "dit", paths, {"stages": {"dit": stage}}, deadline_s=640.4)
+    assert (early.callbacks.replan.target_s, early.trainer.max_steps) == (640, cfg.steps.dit // 2)
     assert planned.trainer.max_steps == cfg.steps.dit // 2
     assert planned.module.optim.total_steps == cfg.steps.dit // 2  # the cosine decay follows max_steps
     assert planned.module.image_first_steps == round(first / 2)  # the image warm-up keeps its fraction
@@ -187,6 +204,7 @@ def test_null_budget_keeps_the_fixed_steps_and_a_plan_scales_the_schedules(tmp_p
     assert vae.trainer.max_steps == 300 and vae.module.optim.warmup_steps == 60
     assert vae.trainer.val_check_interval == 300  # validation still once, at the end
     assert vae.trainer.get("max_time") is None  # VAEs finish their steps (final validation, latent stats)
+    assert vae.callbacks.get("replan") is None
     # the video VAE keeps its trained weights (vae_video_overrides: callbacks.ema=null): nothing to scale
     assert vae.callbacks.ema is None
     assert apply_stage_plan(vae, {"fixed_steps": 300, "steps": 3}) == {

@@ -347,11 +347,12 @@ class AVDiTModule(L.LightningModule):
             return batch
         return {k: _take(v, slice(0, n)) for k, v in batch.items()}
 
-    def expected_image_steps(self, start: int, end: int) -> float:
+    def expected_image_steps(self, start: int, end: int, first: int | None = None) -> float:
         """How many of the training steps ``start .. end - 1`` are expected to be text-to-image steps: those
-        of the warm-up (``image_first_steps``) and ``image_prob`` of the others (the progress log's time to
-        go: image steps cost a fraction of video steps)."""
-        first = self.hparams.get("image_first_steps", 0)
+        of the warm-up (``image_first_steps``, or ``first``: a plan's) and ``image_prob`` of the others (the
+        progress log's time to go and :class:`sora.training.deadline.DeadlineReplan`'s plans: image steps
+        cost a fraction of video steps)."""
+        first = self.hparams.get("image_first_steps", 0) if first is None else first
         warm = max(0, min(end, first) - start)
         return warm + self.hparams.get("image_prob", 0.0) * max(0, end - max(start, first))
 
