@@ -242,6 +242,7 @@ def _fake_calibrate(calls):
     def calibrate(configs, *, world_glob, steps, num_frames):
         calls.append(sorted(configs))
         assert configs["dit"].module.image_prob == 0.1  # the stage's own config (dit_overrides applied)
+        assert configs["dit"].module.image_audio  # image steps also generate the sound (README)
         call = 0.0
         out = {}
         for name, step in (("vae_video", 0.1), ("vae_audio", 0.2)):

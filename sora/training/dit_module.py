@@ -104,6 +104,11 @@ class AVDiTModule(L.LightningModule):
             them: with ``data.batch_size`` k x N, image steps (about 1/T of a video step's FLOPs per clip) get
             k times the batch, and the gradient noise that delays learning left from right drops with it
             (README, "Why left/right is at chance"). None: every clip in every step.
+        image_audio: text-to-image steps also generate the clip's whole sound: its audio latent noised at the
+            image's timestep, in the loss (the step's clips that have sound), where it otherwise goes in clean
+            as the first frame's instant with no loss. The audio stream then trains in every step, not only
+            in the video steps that follow the warm-up (the generated sound's level follows how many steps
+            trained it: README, "A DiT that ends on time"), for ~L/T more tokens per image step.
         text_align: ``{weight, form, temperature}`` (DEFAULT_TEXT_ALIGN; weight 0 = off): an auxiliary loss
             on the trainable text encoder, added to every step's: the symmetric InfoNCE, at ``temperature``,
             between the normalised mean-pooled encodings of each clip's training caption and of another
@@ -139,6 +144,7 @@ class AVDiTModule(L.LightningModule):
         image_first_max_objects: int | None = None,
         image_first_caption_dropout: float | None = None,
         video_batch_size: int | None = None,
+        image_audio: bool = False,
         text_align: dict | None = None,
         activation_checkpointing: bool | int | str = False,
         compile: bool = False,
@@ -168,6 +174,7 @@ class AVDiTModule(L.LightningModule):
                 None if image_first_caption_dropout is None else float(image_first_caption_dropout)
             ),
             video_batch_size=None if video_batch_size is None else int(video_batch_size),
+            image_audio=bool(image_audio),
             text_align={**DEFAULT_TEXT_ALIGN, **(to_plain_dict(text_align) if text_align else {})},
             activation_checkpointing=activation_checkpointing,
             compile=compile,
@@ -424,14 +431,27 @@ class AVDiTModule(L.LightningModule):
 
     def _image_loss(self, batch: dict, zv: Tensor, za: Tensor | None) -> dict[str, Tensor]:
         """Flow loss of text-to-image on each clip's first latent frame. The audio latent of that instant
-        goes in clean (t = 0, no loss), so every parameter takes part as in a video step (DDP needs that).
-        Clips without audio (``za`` None) train the video stream alone (single-process runs only)."""
+        goes in clean (t = 0, no loss), so every parameter takes part as in a video step (DDP needs that);
+        with ``image_audio`` the clip's whole audio latent is generated beside the image instead. Clips
+        without audio (``za`` None) train the video stream alone (single-process runs only)."""
         zv = zv[:, :, :1]
         b = zv.shape[0]
-        za = za[:, :, :1] if za is not None else None
-        n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
+        sound = za is not None and bool(self.hparams.get("image_audio"))
+        instant = tuple(za[:, :, :1].shape) if za is not None else None
+        if za is not None and not sound:
+            za = za[:, :, :1]
+        n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), instant)  # the image's shift either way
         t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
         noise_v = torch.randn_like(zv)
+        if sound:  # the clip's whole sound, noised at the image's timestep: (B, Ca, L), t (B, L)
+            noise_a = torch.randn_like(za)
+            t_audio = t.expand(b, za.shape[2])
+            audio_in, audio_target = add_noise(za, noise_a, t_audio), velocity_target(za, noise_a)
+            audio_mask = torch.as_tensor(batch.get("has_audio", [True] * b), device=self.device).bool()
+        elif za is not None:
+            t_audio = torch.zeros(b, za.shape[2], device=self.device)
+            audio_in, audio_target = za, za
+            audio_mask = torch.zeros_like(t, dtype=torch.bool)
         text, text_mask = self._encode_step_text(batch)
         p_drop = self.curriculum.caption_dropout
         if self.in_image_warm_up() and self.hparams.get("image_first_caption_dropout") is not None:
@@ -439,23 +459,25 @@ class AVDiTModule(L.LightningModule):
         drop_text = torch.rand(b, device=self.device) < p_drop
         pred_v, pred_a = self.dit(
             add_noise(zv, noise_v, t),
-            za,
+            audio_in if za is not None else None,
             t,
-            torch.zeros(b, za.shape[2], device=self.device) if za is not None else None,
+            t_audio if za is not None else None,
             text,
             text_mask,
             video_frame_seconds=self.frame_seconds(batch["fps"], b),
             audio_frame_seconds=1.0 / self.hparams.audio_latent_rate,
             drop_text=drop_text,
         )
-        # The audio head joins the loss with nothing generated (0, yet in the graph: DDP without
-        # find_unused_parameters needs a gradient for every parameter); its terms are not reported.
+        # Without image_audio the audio head joins the loss with nothing generated (0, yet in the graph: DDP
+        # without find_unused_parameters needs a gradient for every parameter); its terms are not reported.
+        f = self.hparams.flow
         out = flow_loss(
             {"video": pred_v, "audio": pred_a},
-            {"video": velocity_target(zv, noise_v), "audio": za},
-            {"video": self._image_loss_mask(batch, b), "audio": torch.zeros_like(t, dtype=torch.bool)},
+            {"video": velocity_target(zv, noise_v), "audio": audio_target if za is not None else None},
+            {"video": self._image_loss_mask(batch, b), "audio": audio_mask if za is not None else None},
+            weights={"audio": f["audio_weight"]} if sound else None,
         )
-        return {k: v for k, v in out.items() if not k.endswith("_audio")}
+        return out if sound else {k: v for k, v in out.items() if not k.endswith("_audio")}
 
     def _image_loss_mask(self, batch: dict, b: int) -> Tensor:
         """(B, 1) bool: the clips whose first frame counts in a text-to-image step's loss: all of them, but

@@ -373,3 +373,34 @@ def test_train_steps_on_cuda_in_bf16_mixed_precision(tmp_path):
     rebuilt = AVDiTModule.load_from_checkpoint(tmp_path / "gpu.ckpt", map_location="cpu", weights_only=True)
     for (name, p1), (_, p2) in zip(rebuilt.dit.named_parameters(), module.dit.named_parameters()):
         assert torch.equal(p1, p2.cpu()), name
+
+
+def test_image_audio_generates_the_clips_sound_beside_the_image():
+    """image_audio: a text-to-image step also generates the whole clip's audio latent (noised, in the loss,
+    clips without sound left out); without it the audio goes in as one clean instant with no loss."""
+    torch.manual_seed(0)
+    batch = _batch(has_audio=(True, False))
+    plain = _module(image_prob=1.0).train()
+    assert "loss_audio" not in plain.compute_loss(batch)
+    module = _module(image_prob=1.0, image_audio=True).train()
+    seen = {}
+    forward = module.dit.forward
+
+    def spy(video, audio, t_video, t_audio, *args, **kw):
+        seen.update(audio=audio, t=t_video, t_audio=t_audio)
+        return forward(video, audio, t_video, t_audio, *args, **kw)
+
+    module.dit.forward = spy
+    with torch.no_grad():
+        for p in module.dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    out = module.compute_loss(batch)
+    assert module._image_step
+    assert tuple(seen["audio"].shape) == (2, 8, 9)  # the whole clip's sound, not the first instant
+    assert torch.equal(seen["t_audio"], seen["t"].expand(2, 9))  # at the image's noise level
+    assert not torch.allclose(seen["audio"], batch["audio_latent"])  # noised
+    assert float(out["tokens_audio"]) == 8 * 9  # only the clip that has sound
+    assert float(out["tokens_video"]) == 2 * 16 * 4 * 4
+    assert float(out["loss"]) == pytest.approx(float(out["loss_video"] + out["loss_audio"]), rel=1e-5)
+    out["loss"].backward()
+    assert module.dit.final_audio.linear.weight.grad.abs().sum() > 0
