@@ -335,14 +335,13 @@ def apply_stage_plan(
     ``cap_time``: plan the steps again while the stage runs, from the step times it measures, so that it
     ends at its planned minutes, or with ``deadline_s`` at the deadline (as far as the time cap: up to
     :data:`TIME_CAP_SLACK` times the planned minutes when earlier stages took less than expected), with its
-    schedules finished
-    (:class:`sora.training.deadline.DeadlineReplan`, ``callbacks.replan``: a calibration of a few steps
-    missed the run's image steps by up to a third); and stop at :data:`TIME_CAP_SLACK` times the planned
-    minutes (``trainer.max_time``), the backstop, so that steps slower than measured cannot overrun the
-    budget (measured: the DiT's steps took 1.35x the calibrated time on a machine busy with other jobs). A
-    run that the cap stops ends before its last steps, its learning rate not fully decayed; the checkpoint
-    is written as at any end of training. The quickstart caps the DiT only: the VAE stages measure their
-    latent statistics in their final validation.
+    schedules finished (:class:`sora.training.deadline.DeadlineReplan`, ``callbacks.replan``: a calibration
+    of a few steps missed the run's image steps by up to a third); and stop at :data:`TIME_CAP_SLACK`
+    times the planned minutes (``trainer.max_time``), the backstop, so that steps slower than measured
+    cannot overrun the budget (measured: the DiT's steps took 1.35x the calibrated time on a machine busy
+    with other jobs). A run that the cap stops ends before its last steps, its learning rate not fully
+    decayed; the checkpoint is written as at any end of training. The quickstart caps the DiT only: the VAE
+    stages measure their latent statistics in their final validation.
     ``deadline_s`` (:func:`remaining_seconds`): when less time is left than the stage's planned minutes (an
     earlier stage overran, or the machine got slower), the steps are planned again for that time (``steps``
     times deadline / planned seconds), and so are the step-counted schedules with them: a time cap alone would
