@@ -93,8 +93,7 @@ class DeadlineReplan(L.Callback):
         self._started, self._step0, self._last_step = False, 0, -1
         self._planned: int | None = None  # the steps when the run started
         self._restored: dict | None = None
-        self.schedule: dict[str, int] = {}  # the values the last re-plan set
-        self.replans: list[dict] = []
+        self.replans: list[dict] = []  # each re-plan: when, at which step times, from and to what schedule
 
     # -- the clock -------------------------------------------------------------------------------------------
 
@@ -109,8 +108,8 @@ class DeadlineReplan(L.Callback):
             self._offset = float(self._restored.get("elapsed_s", 0.0))
             self.replans = list(self._restored.get("replans", []))
             self._planned = self._restored.get("planned")
-            if self._restored.get("schedule"):
-                self._apply(trainer, pl_module, dict(self._restored["schedule"]))
+            if self.replans:
+                self._apply(trainer, pl_module, dict(self.replans[-1]["to"]))
             self._restored = None
         if self._planned is None:
             self._planned = int(trainer.max_steps)
@@ -185,7 +184,6 @@ class DeadlineReplan(L.Callback):
                 setattr(optim, name, schedule[name])
         if "image_first_steps" in schedule:
             pl_module.hparams["image_first_steps"] = schedule["image_first_steps"]
-        self.schedule = schedule
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
@@ -239,7 +237,6 @@ class DeadlineReplan(L.Callback):
         return {
             "elapsed_s": self.elapsed_s() if self._started else self._offset,
             "planned": self._planned,
-            "schedule": dict(self.schedule),
             "replans": list(self.replans),
         }
 

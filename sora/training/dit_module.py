@@ -386,7 +386,7 @@ class AVDiTModule(L.LightningModule):
         b = zv.shape[0]
         if self._image_step:
             return self._image_loss(batch, zv, za)
-        has_audio = torch.as_tensor(batch.get("has_audio", [za is not None] * b), device=self.device).bool()
+        has_audio = self._has_audio(batch, b, za is not None)
         n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), tuple(za.shape) if za is not None else None)
         t = self.sample_t(b, n_video + n_audio)  # (B,)
         v_sec = self.frame_seconds(batch["fps"], b)
@@ -443,11 +443,12 @@ class AVDiTModule(L.LightningModule):
         n_video, n_audio = self.dit.num_tokens(tuple(zv.shape), instant)  # the image's shift either way
         t = self.sample_t(b, n_video + n_audio)[:, None]  # (B, 1): one frame
         noise_v = torch.randn_like(zv)
+        audio_in = t_audio = audio_target = audio_mask = None  # no audio: the video stream alone
         if sound:  # the clip's whole sound, noised at the image's timestep: (B, Ca, L), t (B, L)
             noise_a = torch.randn_like(za)
             t_audio = t.expand(b, za.shape[2])
             audio_in, audio_target = add_noise(za, noise_a, t_audio), velocity_target(za, noise_a)
-            audio_mask = torch.as_tensor(batch.get("has_audio", [True] * b), device=self.device).bool()
+            audio_mask = self._has_audio(batch, b, True)
         elif za is not None:
             t_audio = torch.zeros(b, za.shape[2], device=self.device)
             audio_in, audio_target = za, za
@@ -459,9 +460,9 @@ class AVDiTModule(L.LightningModule):
         drop_text = torch.rand(b, device=self.device) < p_drop
         pred_v, pred_a = self.dit(
             add_noise(zv, noise_v, t),
-            audio_in if za is not None else None,
+            audio_in,
             t,
-            t_audio if za is not None else None,
+            t_audio,
             text,
             text_mask,
             video_frame_seconds=self.frame_seconds(batch["fps"], b),
@@ -473,11 +474,15 @@ class AVDiTModule(L.LightningModule):
         f = self.hparams.flow
         out = flow_loss(
             {"video": pred_v, "audio": pred_a},
-            {"video": velocity_target(zv, noise_v), "audio": audio_target if za is not None else None},
-            {"video": self._image_loss_mask(batch, b), "audio": audio_mask if za is not None else None},
+            {"video": velocity_target(zv, noise_v), "audio": audio_target},
+            {"video": self._image_loss_mask(batch, b), "audio": audio_mask},
             weights={"audio": f["audio_weight"]} if sound else None,
         )
         return out if sound else {k: v for k, v in out.items() if not k.endswith("_audio")}
+
+    def _has_audio(self, batch: dict, b: int, default: bool) -> Tensor:
+        """(B,) bool: the clips that have sound (``batch["has_audio"]``, else ``default`` for every clip)."""
+        return torch.as_tensor(batch.get("has_audio", [default] * b), device=self.device).bool()
 
     def _image_loss_mask(self, batch: dict, b: int) -> Tensor:
         """(B, 1) bool: the clips whose first frame counts in a text-to-image step's loss: all of them, but

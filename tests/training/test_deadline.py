@@ -109,7 +109,7 @@ def test_a_resumed_run_keeps_its_plan_and_its_clock():
         trainer.global_step += 1
         cb.on_train_batch_end(trainer, module)
     state = cb.state_dict()
-    assert state["schedule"]["max_steps"] == trainer.max_steps < 300 and state["elapsed_s"] == 50.0
+    assert state["replans"][-1]["to"]["max_steps"] == trainer.max_steps < 300 and state["elapsed_s"] == 50.0
     resumed = DeadlineReplan(150.0, image_step_s=0.3, video_step_s=1.0, clock=lambda: now[0])
     resumed.load_state_dict(state)
     trainer2, module2 = _Trainer(300), _DiT(300, 200)  # rebuilt from the config: the first plan
