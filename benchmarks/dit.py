@@ -96,7 +96,6 @@ def bench(args: argparse.Namespace, device: torch.device) -> None:
         num_heads=args.heads,
         text_dim=args.text_dim,
         attn_backend="auto",
-        gradient_checkpointing=False,
     ).to(device)
     wan = build_wan(args)
     wan = wan.to(device) if wan is not None else None

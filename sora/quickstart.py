@@ -160,6 +160,8 @@ def _container(node: object) -> object:
 
 
 def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
+    import torch
+
     from data_pipelines.latents import encode_shards
     from data_pipelines.synthetic import WorldConfig, write_shards
     from data_pipelines.synthetic.preview import preview_world
@@ -173,6 +175,10 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
     vae_video, vae_audio = out / "vae_video", out / "vae_audio"
     latents, dit, export_dir = out / "latents", out / "dit", out / "export"
     budget_min = cfg.get("budget_min")
+    device = quickstart_device(cfg)
+    if device != "cpu":
+        name = torch.cuda.get_device_name()
+        say(f"device: {device} ({name}): training, latents, samples and eval run there")
     stages = Stages(
         OmegaConf.to_container(cfg.budget_s), say, total_s=None if budget_min is None else 60.0 * budget_min
     )
@@ -214,7 +220,9 @@ def _run(cfg: DictConfig, out: Path, say: Say) -> dict:
         video, _ = load_network_from_checkpoint(vae_video / "checkpoints" / "last.ckpt", "vae")
         audio, _ = load_network_from_checkpoint(vae_audio / "checkpoints" / "last.ckpt", "vae")
         with heartbeat(say, "latents", _count(latents, "shard-*.tar", len(list(world.glob("shard-*.tar"))))):
-            encode_shards(video, audio, str(world / "shard-*.tar"), latents, **latents_options(cfg))
+            encode_shards(
+                video, audio, str(world / "shard-*.tar"), latents, device=device, **latents_options(cfg)
+            )
         (latents / "DONE").write_text("ok")
 
     stages.run("world", world / "DONE", world_stage)
@@ -322,13 +330,34 @@ def pretrain_text(cfg: DictConfig, paths: dict[str, Path], say: Say) -> Path | N
 TRAINING_EXPERIMENTS = {"vae_video": "vae_video_tiny", "vae_audio": "vae_audio_tiny", "dit": "dit_tiny"}
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def quickstart_device(cfg: DictConfig) -> str:
+    """Where the quickstart trains, encodes, samples and evaluates: ``cpu`` or ``cuda``, from its ``device``
+    (``auto``, the default: CUDA when torch sees a GPU). The world and the text encoder's alignment stay on
+    the CPU either way (a simulator, and 200 steps of a small encoder)."""
+    import torch
+
+    device = str(cfg.get("device") or "auto").lower()
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {cfg.get('device')!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda, but torch sees no CUDA GPU here: use device=cpu (or auto)")
+    return device
+
+
 def stage_overrides(cfg: DictConfig, name: str, paths: dict[str, Path]) -> list[str]:
     """The ``train.py`` overrides of a training stage (``vae_video``, ``vae_audio`` or ``dit``) at its fixed
     steps, then the stage's own list from the config, ``<stage>_overrides`` (``vae_video_overrides``,
-    ``dit_overrides``; none for a stage without one)."""
+    ``dit_overrides``; none for a stage without one). On ``cuda`` (:func:`quickstart_device`) the stage
+    trains with ``trainer=gpu`` (one GPU, bf16 mixed precision)."""
     world, world_val = paths["world"], paths["world_val"]
     common = [
         f"experiment={TRAINING_EXPERIMENTS[name]}",
+        *(["trainer=gpu"] if quickstart_device(cfg) == "cuda" else []),
         f"out_dir={paths[name]}",
         "logger=" + cfg.train_logger,
         f"seed={cfg.seed}",
@@ -521,6 +550,7 @@ def _samples(cfg: DictConfig, export_dir: Path, world_val: Path, out: Path) -> N
                 f"prompts_file={requests}",
                 f"steps={cfg.sample_steps}",
                 f"out_dir={out / 'samples'}",
+                f"device={quickstart_device(cfg)}",
             ],
         )
     )
@@ -572,6 +602,7 @@ def eval_config(cfg: DictConfig, checkpoint: Path, out: Path, baseline: Path | N
         f"suite.num_scenes={cfg.eval_scenes}",
         f"suite.steps={cfg.sample_steps}",
         "suite.baseline_modes=[t2av]",
+        f"device={quickstart_device(cfg)}",
         *cfg.get("eval_overrides", []),
     ]
     if baseline is not None:

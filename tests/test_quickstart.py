@@ -172,3 +172,65 @@ def test_dit_stage_trains_and_generates_the_quickstart_window_on_mixed_captions(
     suite = eval_config(cfg, tmp_path / "export", tmp_path / "eval").suite
     assert suite.num_scenes == cfg.eval_scenes and list(suite.modes) == ["t2av"]
     assert list(suite.families) == list(cfg.world.families)  # held-out scenes from the training slice
+
+
+def test_device_auto_takes_a_gpu_for_training_latents_samples_and_eval(tmp_path, monkeypatch):
+    import torch
+
+    import sora.pipeline
+    from sora.quickstart import _samples, eval_config, quickstart_device, stage_config
+
+    names = ("world", "world_val", "vae_video", "vae_audio", "latents", "dit")
+    paths = {name: tmp_path / name for name in names}
+    cfg = compose("quickstart", [f"out_dir={tmp_path}", "sample_scenes=1", "sample_modes=[t2av]"])
+    assert cfg.device == "auto"
+    sampled = []
+    monkeypatch.setattr(sora.pipeline, "sample_from_config", sampled.append)
+    for gpu, want in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        assert quickstart_device(cfg) == want
+        for stage in ("vae_video", "vae_audio", "dit"):
+            trainer = stage_config(cfg, stage, paths, None).trainer
+            assert trainer.accelerator == ("gpu" if gpu else "cpu"), stage
+            assert (trainer.precision == "bf16-mixed") == gpu, stage
+        assert eval_config(cfg, tmp_path / "export", tmp_path / "eval").device == want
+        _samples(cfg, tmp_path / "export", paths["world_val"], tmp_path)
+        assert sampled[-1].device == want
+    # an explicit device wins over what is there; a GPU asked for and missing, or a typo, is an error
+    cpu = compose("quickstart", [f"out_dir={tmp_path}", "device=cpu"])
+    assert quickstart_device(cpu) == "cpu"
+    assert stage_config(cpu, "dit", paths, None).trainer.accelerator == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        quickstart_device(compose("quickstart", ["device=cuda"]))
+    with pytest.raises(ValueError, match="device must be one of"):
+        quickstart_device(compose("quickstart", ["device=gpu0"]))
+
+
+@pytest.mark.gpu
+def test_quickstart_end_to_end_on_cuda(tmp_path):
+    """The quickstart at a reduced size on a GPU (device=auto takes it): every stage trains, encodes,
+    samples and evaluates there, and the suite scores what it made."""
+    from sora.quickstart import run
+
+    overrides = [
+        f"out_dir={tmp_path}",
+        "train_clips=16",
+        "val_clips=8",
+        "steps.vae_video=2",
+        "steps.vae_audio=2",
+        "steps.dit=2",
+        "text_pretrain.steps=2",
+        "sample_scenes=1",
+        "eval_scenes=1",
+        "sample_steps=2",
+        "train_logger=csv",
+        "budget_min=null",
+    ]
+    summary = run(compose("quickstart", overrides))
+    log = (tmp_path / "quickstart.log").read_text()
+    assert "device: cuda" in log
+    for stage in ("vae_video", "vae_audio", "dit"):  # each stage's saved config: one GPU, bf16 mixed
+        saved = (tmp_path / stage / "config.yaml").read_text()
+        assert "accelerator: gpu" in saved and "precision: bf16-mixed" in saved, stage
+    assert summary["summary"]["generated/t2av"]

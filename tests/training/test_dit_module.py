@@ -346,7 +346,16 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
 def test_train_steps_on_cuda_in_bf16_mixed_precision(tmp_path):
     from sora.training.ema import EMA
 
-    module = _module()
+    class Devices(L.Callback):
+        """Where the weights are while it trains: Lightning moves them back to the CPU when fit() ends."""
+
+        def __init__(self) -> None:
+            self.seen: set[str] = set()
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            self.seen |= {p.device.type for p in pl_module.parameters()}
+
+    module, devices = _module(), Devices()
     before = {k: v.clone() for k, v in module.dit.state_dict().items()}
     trainer = L.Trainer(
         accelerator="gpu",
@@ -357,15 +366,15 @@ def test_train_steps_on_cuda_in_bf16_mixed_precision(tmp_path):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[EMA(0.9)],
+        callbacks=[EMA(0.9), devices],
         default_root_dir=tmp_path,
     )
     trainer.fit(module, torch.utils.data.DataLoader([_batch() for _ in range(4)], batch_size=None))
-    assert trainer.global_step == 3 and module.device.type == "cuda"
+    assert trainer.global_step == 3 and devices.seen == {"cuda"}, devices.seen
     assert all(p.dtype == torch.float32 for p in module.dit.parameters())  # bf16 compute, fp32 weights
     moved = [k for k, v in module.dit.state_dict().items() if not torch.equal(v.cpu(), before[k])]
     assert "final_video.linear.weight" in moved, "the optimizer stepped on the GPU"
-    module.eval()
+    module.cuda().eval()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         out = module.compute_loss({k: v.cuda() if torch.is_tensor(v) else v for k, v in _batch().items()})
     assert torch.isfinite(out["loss"])
