@@ -9,6 +9,21 @@ import pytest
 from sora import media
 from sora.config import compose
 
+# The quickstart at a reduced size: every stage runs, in seconds each.
+TINY = [
+    "train_clips=16",
+    "val_clips=8",
+    "steps.vae_video=2",
+    "steps.vae_audio=2",
+    "steps.dit=2",
+    "text_pretrain.steps=2",
+    "sample_scenes=1",
+    "eval_scenes=1",
+    "sample_steps=2",
+    "train_logger=csv",
+    "budget_min=null",  # the fixed steps above (tests/test_quickstart_budget.py covers the budget)
+]
+
 
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
@@ -16,17 +31,7 @@ def test_quickstart_end_to_end(tmp_path):
 
     overrides = [
         f"out_dir={tmp_path}",
-        "train_clips=16",
-        "val_clips=8",
-        "steps.vae_video=2",
-        "steps.vae_audio=2",
-        "steps.dit=2",
-        "text_pretrain.steps=2",
-        "sample_scenes=1",
-        "eval_scenes=1",
-        "sample_steps=2",
-        "train_logger=csv",
-        "budget_min=null",  # the fixed steps above (tests/test_quickstart_budget.py covers the budget)
+        *TINY,
         "latents_mirror=true",  # the DiT (and the text stage) on mirrored twins too
     ]
     summary = run(compose("quickstart", overrides))
@@ -213,21 +218,7 @@ def test_quickstart_end_to_end_on_cuda(tmp_path):
     samples and evaluates there, and the suite scores what it made."""
     from sora.quickstart import run
 
-    overrides = [
-        f"out_dir={tmp_path}",
-        "train_clips=16",
-        "val_clips=8",
-        "steps.vae_video=2",
-        "steps.vae_audio=2",
-        "steps.dit=2",
-        "text_pretrain.steps=2",
-        "sample_scenes=1",
-        "eval_scenes=1",
-        "sample_steps=2",
-        "train_logger=csv",
-        "budget_min=null",
-    ]
-    summary = run(compose("quickstart", overrides))
+    summary = run(compose("quickstart", [f"out_dir={tmp_path}", *TINY]))
     log = (tmp_path / "quickstart.log").read_text()
     assert "device: cuda" in log
     for stage in ("vae_video", "vae_audio", "dit"):  # each stage's saved config: one GPU, bf16 mixed
