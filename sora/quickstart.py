@@ -1,5 +1,6 @@
 """The quickstart: ``python -m sora.quickstart`` goes from nothing to a trained model, clips with sound and a
-report, on the embedded synthetic world, on a CPU.
+report, on the embedded synthetic world, on a CPU (or on a CUDA GPU where torch sees one: ``device``, see
+:func:`quickstart_device`).
 
 Stages, each skipped when its output already exists (rerun to resume after an interruption):
 
