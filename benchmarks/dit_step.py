@@ -25,6 +25,14 @@ caption's length costs. ``epochs``: the new loop reading the latents in epochs (
 many), where every other configuration streams them resampled as the quickstart does: each epoch restarts the
 loader (its workers forked again, their shuffle buffers refilled), a cost the median step hides and the mean
 step (``mean s/step``: the fit's timed steps over their wall time) shows.
+
+``--device cuda`` trains every configuration with ``trainer=gpu`` (one GPU, bf16 mixed precision).
+``--profile N`` instead profiles N image steps and N video steps of ``new`` (torch.profiler, after 3
+untimed steps) and prints the ops that took the most self time, on the host and, on CUDA, on the GPU: where
+a step's time goes when it is not in the model's matmuls (on an H200 the quickstart DiT's steps were
+host-bound, README "On one GPU").
+
+    python benchmarks/dit_step.py --device cuda --profile 10
 """
 
 from __future__ import annotations
@@ -112,8 +120,46 @@ def epoch_latents(latents: str, out: Path, clips: int) -> str:
     return f"{out}/shard-*.tar"
 
 
-def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps: int, old_ema: bool) -> dict:
-    """Median wall and CPU seconds per step over ``steps`` steps (after 3 untimed ones) of one fit."""
+class _Profile(L.Callback):
+    """torch.profiler over the optimizer steps ``start`` .. ``start + steps - 1`` of a fit."""
+
+    def __init__(self, start: int, steps: int, cuda: bool) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        self.start, self.end = start, start + steps
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        self.prof = profile(activities=activities)
+        self.cuda = cuda
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.start:
+            self.prof.__enter__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.end:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+
+    def table(self, rows: int = 15) -> str:
+        sort = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
+        text = self.prof.key_averages().table(sort_by=sort, row_limit=rows)
+        if self.cuda:
+            text += "\n" + self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        return text
+
+
+def time_config(
+    latents: str,
+    tmp: Path,
+    overrides: list[str],
+    kind: str,
+    steps: int,
+    old_ema: bool,
+    extra: list[L.Callback] = (),
+) -> dict:
+    """Median wall and CPU seconds per step over ``steps`` steps (after 3 untimed ones) of one fit;
+    ``extra`` callbacks join the fit's."""
     import sora.training.run as run
 
     qs = compose("quickstart")
@@ -137,7 +183,7 @@ def time_config(latents: str, tmp: Path, overrides: list[str], kind: str, steps:
     )
     clock = _StepClock()
     build = run.build_callbacks
-    run.build_callbacks = lambda c: [*build(c), clock]
+    run.build_callbacks = lambda c: [*build(c), clock, *extra]
     try:
         if old_ema:
             with _old_ema():
@@ -162,7 +208,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of old and new")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--epoch-clips", type=int, default=512, help="clips of the `epochs` config's epoch")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: trainer=gpu (bf16)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N steps of `new`")
     args = parser.parse_args()
+    device = ["trainer=gpu"] if args.device == "cuda" else []
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="dit-step-") as tmp:
+            latents = make_latents(Path(tmp), int(compose("quickstart").num_frames))
+            for kind in ("image", "video"):
+                prof = _Profile(3, args.profile, cuda=args.device == "cuda")
+                timed = time_config(latents, Path(tmp) / kind, device, kind, args.profile + 1, False, [prof])
+                print(f"== {kind} steps ({args.device}): median {timed['wall_s']:.3f} s a step")
+                print(prof.table())
+        return
     configs: dict[str, tuple[list[str], bool]] = {
         "old": (OLD_OVERRIDES, True),
         "new": ([], False),
@@ -178,8 +236,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for kind in ("image", "video"):
                 for name, (overrides, old_ema) in configs.items():
+                    run_dir, config = Path(tmp) / name, [*device, *overrides]
                     results[name][kind].append(
-                        time_config(latents, Path(tmp) / name, overrides, kind, args.steps, old_ema)
+                        time_config(latents, run_dir, config, kind, args.steps, old_ema)
                     )
     header = f"{'step':6} {'config':8} {'steps/s':>8} {'s/step':>8} {'cpu s/step':>10} {'vs old':>8}"
     print(f"{header} {'mean s/step':>11} {'vs new':>7}")
