@@ -161,7 +161,7 @@ def by_family(records: list[dict], groups: list[str]) -> dict[str, dict[str, dic
     return out
 
 
-def _per_scene(rows: list[dict], key: str) -> dict[str, float]:
+def per_scene(rows: list[dict], key: str) -> dict[str, float]:
     """Mean of ``key`` over each scene's clips (several seeds), NaN where none is finite."""
     values: dict[str, list[float]] = {}
     for r in rows:
@@ -197,7 +197,7 @@ def paired_comparisons(records: list[dict], groups: list[str], ground_truth: str
                 way = direction(name)
                 if way == NEUTRAL:
                     continue
-                cells[name] = paired(_per_scene(rows, key), _per_scene(ref_rows, key), way)
+                cells[name] = paired(per_scene(rows, key), per_scene(ref_rows, key), way)
             out.setdefault(group, {})[ref] = cells
     return out
 
