@@ -243,6 +243,7 @@ def _fake_calibrate(calls):
         calls.append(sorted(configs))
         assert configs["dit"].module.image_prob == 0.1  # the stage's own config (dit_overrides applied)
         assert configs["dit"].module.image_audio  # image steps also generate the sound (README)
+        assert configs["dit"].module.flow.shift == 3.0  # a fixed timestep shift (README, "DiT arms")
         call = 0.0
         out = {}
         for name, step in (("vae_video", 0.1), ("vae_audio", 0.2)):
