@@ -40,16 +40,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-METRICS = (
-    "left_right_accuracy",
-    "persistence",
-    "detection_rate",
-    "sync_f1",
-    "pos_err_px",
-    "colour_accuracy",
-    "loudness_diff_db",
-)
-"""The compared metrics by default: #17's headlines (names of ``eval.summary.SUMMARY``)."""
+from eval.summary import HEADLINE
+
+METRICS = (*(m for m in HEADLINE if m != "dynamic_degree"), "loudness_diff_db")
+"""The compared metrics by default: the suite's headlines but the dynamic degree, and the loudness (#17's)."""
 
 LINKED = ("world", "world_val", "vae_video", "vae_audio", "latents")
 """The source's stages an arm uses as they are (symlinks)."""
