@@ -23,7 +23,7 @@ its own clusters). Prints a markdown table: every run's means with intervals, th
 
 What the intervals do not cover: the training run's own noise. The same recipe trained twice on the same
 stages with the same seed (the DiT's step count follows its measured step times, so the two runs take
-different steps and schedules) differed by -0.06 [-0.09, -0.02] detection rate and +4.5 [+2.0, +7.1] px
+different steps and schedules) differed by -0.06 [-0.10, -0.02] detection rate and +4.5 [+2.0, +7.1] px
 position error over the 60 scenes of two sources (README, "Sampling knobs and DiT arms"), as much as most
 arms' effects (``compare CONTROL=SOURCE`` measures it). Compare an arm with controls trained the same way
 (``train`` without overrides), on at least two sources, and read a pooled difference inside that spread as
@@ -133,12 +133,13 @@ def compare(
     for i, (arm, control) in enumerate(pairs):
         loaded = {}
         for path in (arm, control):
-            results = json.loads(_results(path).read_text())
+            file = _results(path)
+            results = json.loads(file.read_text())
             loaded[str(path)] = results
             summary = results["summary"].get(group)
             if summary is None:
                 groups = sorted(results["summary"])
-                raise ValueError(f"no group {group!r} in {_results(path)}; groups: {groups}")
+                raise ValueError(f"no group {group!r} in {file}; groups: {groups}")
             runs[str(path)] = {k: summary.get(k) for m in metrics for k in (m, f"{m}_lo", f"{m}_hi")}
         cells = {}
         for m in metrics:
